@@ -1,0 +1,24 @@
+//! Switchyard's sans-IO core: the one place that knows the wire formats.
+//!
+//! Nothing here performs I/O. The SDK (browser `fetch`) and the proxy (`reqwest`) execute the
+//! [`HttpRequest`]s this crate describes and feed the bytes they receive back into its parsers, so
+//! both modes behave alike by construction.
+
+pub mod chat;
+pub mod error;
+pub mod providers;
+pub mod route;
+pub mod sse;
+pub mod stream;
+
+pub use chat::{
+    AssistantMessage, ChatRequest, ChatResponse, Content, ContentPart, FinishReason, Message,
+    ModelId, ToolCall, ToolChoice, ToolDefinition, Usage,
+};
+pub use error::{ApiError, ErrorBody, ErrorCode};
+pub use providers::ProviderKind;
+pub use route::{
+    HttpRequest, Method, ModelList, PreparedRequest, ProviderEndpoint, ProviderInfo, RouteTable,
+    WireFormat, paths,
+};
+pub use stream::{ChatAccumulator, ChatStreamDecoder, StreamEvent};

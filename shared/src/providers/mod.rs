@@ -1,0 +1,93 @@
+//! Provider translation: one module per wire format ("kind"). Adding a provider is one module here
+//! plus one arm in each `match` below; both SDK modes and the proxy get it at once.
+
+pub mod openai;
+
+use serde::{Deserialize, Serialize};
+
+#[cfg(feature = "wasm")]
+use tsify::Tsify;
+
+use crate::chat::{ChatRequest, ChatResponse};
+use crate::error::ApiError;
+use crate::route::{HttpRequest, ProviderEndpoint};
+use crate::sse::SseEvent;
+use crate::stream::StreamEvent;
+
+/// The wire format a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "wasm", derive(Tsify))]
+pub enum ProviderKind {
+    /// OpenAI chat completions: OpenAI, Ollama, vLLM, llama.cpp server, LM Studio, OpenRouter, Groq...
+    #[serde(rename = "openai")]
+    OpenAi,
+}
+
+impl ProviderKind {
+    /// The name used in configuration files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::OpenAi => "openai",
+        }
+    }
+}
+
+/// Builds the upstream request for `model` (the part after `"<provider>/"`).
+pub(crate) fn build_chat(
+    endpoint: &ProviderEndpoint,
+    model: &str,
+    req: &ChatRequest,
+    stream: bool,
+) -> HttpRequest {
+    match endpoint.kind {
+        ProviderKind::OpenAi => openai::build_chat(endpoint, model, req, stream),
+    }
+}
+
+/// Parses a successful non-streamed answer.
+pub(crate) fn parse_chat_response(
+    kind: ProviderKind,
+    provider: &str,
+    body: &[u8],
+) -> Result<ChatResponse, ApiError> {
+    match kind {
+        ProviderKind::OpenAi => openai::parse_chat_response(provider, body),
+    }
+}
+
+/// Reads the provider's explanation out of an error body, if it has one.
+pub(crate) fn error_message(kind: ProviderKind, body: &[u8]) -> Option<String> {
+    match kind {
+        ProviderKind::OpenAi => openai::error_message(body),
+    }
+}
+
+/// A provider's stream decoder: SSE events in, normalized events out.
+#[derive(Debug)]
+pub enum ProviderStreamDecoder {
+    /// OpenAI chat completion chunks.
+    OpenAi(openai::StreamDecoder),
+}
+
+/// A fresh decoder for a provider's stream; `provider` is the configured name.
+pub(crate) fn stream_decoder(kind: ProviderKind, provider: &str) -> ProviderStreamDecoder {
+    match kind {
+        ProviderKind::OpenAi => ProviderStreamDecoder::OpenAi(openai::StreamDecoder::new(provider)),
+    }
+}
+
+impl ProviderStreamDecoder {
+    /// Handles one SSE event.
+    pub(crate) fn on_event(&mut self, event: &SseEvent, out: &mut Vec<StreamEvent>) {
+        match self {
+            ProviderStreamDecoder::OpenAi(d) => d.on_event(event, out),
+        }
+    }
+
+    /// Handles the end of the body; emits the terminal events if the stream may end here.
+    pub(crate) fn on_end(&mut self, out: &mut Vec<StreamEvent>) {
+        match self {
+            ProviderStreamDecoder::OpenAi(d) => d.on_end(out),
+        }
+    }
+}
