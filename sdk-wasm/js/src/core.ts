@@ -1,0 +1,191 @@
+// The idiomatic face over the wasm exports: `Error` subclasses, async iteration and lazy start-up.
+// All request logic lives in Rust; this file only adapts shapes.
+import type {
+  ChatRequest,
+  ChatResponse,
+  ChatStream as WasmChatStream,
+  Client as WasmClient,
+  ClientOptions,
+  ErrorCode,
+  StreamEvent,
+} from "./wasm/web/switchyard_client.js";
+
+/** What the loader of a wasm build provides. */
+export interface WasmExports {
+  Client: new (options: ClientOptions) => WasmClient;
+}
+
+/** Per-request options. */
+export interface RequestOptions {
+  /** Aborting it rejects the call with an {@link AbortError} and closes the connection. */
+  signal?: AbortSignal;
+}
+
+/** Every failure the client reports; `code` is stable, `message` is for people. */
+export class SwitchyardError extends Error {
+  /** Stable machine-readable code. */
+  readonly code: ErrorCode;
+  /** The HTTP status that goes with the code (the same in both modes). */
+  readonly status: number;
+  /** Whether repeating the same request may succeed. */
+  readonly retryable: boolean;
+  /** Seconds to wait before retrying, when known. */
+  readonly retryAfter?: number;
+
+  constructor(code: ErrorCode, message: string, status: number, retryable: boolean, retryAfter?: number) {
+    super(message);
+    this.name = new.target.name;
+    this.code = code;
+    this.status = status;
+    this.retryable = retryable;
+    if (retryAfter !== undefined) this.retryAfter = retryAfter;
+  }
+}
+
+/** The caller aborted the request (its `AbortSignal` fired). */
+export class AbortError extends SwitchyardError {}
+/** A rate limit was hit; see `retryAfter`. */
+export class RateLimitError extends SwitchyardError {}
+/** Credentials were missing or rejected (by the proxy or by the upstream). */
+export class AuthenticationError extends SwitchyardError {}
+/** The request itself is wrong: bad fields, unknown model or provider, too large. */
+export class InvalidRequestError extends SwitchyardError {}
+/** The upstream did not answer in time. */
+export class TimeoutError extends SwitchyardError {}
+/** The server could not be reached (down, unreachable, or CORS refused this origin). */
+export class NetworkError extends SwitchyardError {}
+/** A stream ended before its answer was complete. */
+export class StreamInterruptedError extends SwitchyardError {}
+/** The upstream failed. */
+export class UpstreamError extends SwitchyardError {}
+
+const classes: Partial<Record<ErrorCode, typeof SwitchyardError>> = {
+  aborted: AbortError,
+  rate_limited: RateLimitError,
+  unauthorized: AuthenticationError,
+  forbidden: AuthenticationError,
+  upstream_unauthorized: AuthenticationError,
+  bad_request: InvalidRequestError,
+  not_found: InvalidRequestError,
+  payload_too_large: InvalidRequestError,
+  upstream_timeout: TimeoutError,
+  network_error: NetworkError,
+  stream_interrupted: StreamInterruptedError,
+  upstream_error: UpstreamError,
+};
+
+interface WireError {
+  code: ErrorCode;
+  message: string;
+  status: number;
+  retryable: boolean;
+  retryAfter?: number;
+}
+
+function isWireError(e: unknown): e is WireError {
+  return e instanceof Error && typeof (e as Partial<WireError>).code === "string";
+}
+
+/** Turns whatever a wasm call threw into the matching `SwitchyardError` subclass. */
+function toSwitchyardError(e: unknown): SwitchyardError {
+  if (e instanceof SwitchyardError) return e;
+  if (isWireError(e)) {
+    const Class = classes[e.code] ?? SwitchyardError;
+    return new Class(e.code, e.message, e.status, e.retryable, e.retryAfter);
+  }
+  // A wasm trap or a bug: report it in the same shape rather than as a bare exception.
+  const message = e instanceof Error ? e.message : String(e);
+  return new SwitchyardError("internal", `internal error: ${message}`, 500, false);
+}
+
+async function guarded<T>(f: () => Promise<T>): Promise<T> {
+  try {
+    return await f();
+  } catch (e) {
+    throw toSwitchyardError(e);
+  }
+}
+
+/** A streamed chat answer: iterate it with `for await`, or await `finalMessage()`. */
+export class ChatStream implements AsyncIterable<StreamEvent> {
+  readonly #opened: Promise<WasmChatStream>;
+
+  /** @internal */
+  constructor(opened: Promise<WasmChatStream>) {
+    this.#opened = opened;
+    // Failures surface when the stream is consumed, not as an unhandled rejection.
+    opened.catch(() => undefined);
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<StreamEvent> {
+    const stream = await guarded(() => this.#opened);
+    try {
+      for (;;) {
+        const event = await guarded(() => stream.next());
+        if (event === undefined) return;
+        yield event;
+      }
+    } finally {
+      // A no-op once the stream ended; after an early `break` it closes the connection.
+      stream.cancel();
+    }
+  }
+
+  /** Reads the rest of the stream and resolves with the whole answer. */
+  finalMessage(): Promise<ChatResponse> {
+    return guarded(async () => (await this.#opened).finalMessage());
+  }
+}
+
+/** A client: the same interface in `"direct"` and `"proxy"` mode. */
+export class SwitchyardClient {
+  /** The mode this client was created with. */
+  readonly mode: ClientOptions["mode"];
+  readonly #client: Promise<WasmClient>;
+
+  /** @internal */
+  constructor(load: () => Promise<WasmExports>, options: ClientOptions) {
+    this.mode = options.mode;
+    this.#client = load().then((wasm) => new wasm.Client(options));
+    // Invalid options reject every call with the same error; never an unhandled rejection.
+    this.#client.catch(() => undefined);
+  }
+
+  /** Resolves once the wasm module is loaded and the options are checked. */
+  ready(): Promise<void> {
+    return guarded(async () => {
+      await this.#client;
+    });
+  }
+
+  /** A complete chat answer. */
+  chat(request: ChatRequest, options: RequestOptions = {}): Promise<ChatResponse> {
+    return guarded(async () => (await this.#client).chat(request, options.signal));
+  }
+
+  /** A streamed chat answer. The request starts at once; errors surface when it is consumed. */
+  chatStream(request: ChatRequest, options: RequestOptions = {}): ChatStream {
+    return new ChatStream(this.#client.then((c) => c.chatStream(request, options.signal)));
+  }
+}
+
+export type {
+  AssistantMessage,
+  ChatRequest,
+  ChatResponse,
+  ClientOptions,
+  Content,
+  ContentPart,
+  DirectOptions,
+  ErrorCode,
+  FinishReason,
+  Message,
+  ProviderEndpoint,
+  ProviderKind,
+  ProxyOptions,
+  StreamEvent,
+  ToolCall,
+  ToolChoice,
+  ToolDefinition,
+  Usage,
+} from "./wasm/web/switchyard_client.js";

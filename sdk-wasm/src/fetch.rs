@@ -1,0 +1,184 @@
+//! The runtime shell: executes `shared`'s request descriptions with the browser's `fetch` and
+//! hands back bytes. Nothing here knows a wire format.
+
+use js_sys::{Promise, Reflect, Uint8Array};
+use switchyard_shared::{ApiError, ErrorCode, HttpRequest};
+use wasm_bindgen::{JsCast, JsValue, prelude::wasm_bindgen};
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{AbortSignal, DomException, ReadableStreamDefaultReader, Request, RequestInit};
+
+#[wasm_bindgen]
+extern "C" {
+    /// The global `fetch`, which exists in windows, workers and Node alike.
+    #[wasm_bindgen(js_name = fetch)]
+    fn global_fetch(request: &Request) -> Promise;
+}
+
+/// A response whose headers have arrived; the body is still to be read.
+pub(crate) struct Response {
+    /// HTTP status.
+    pub status: u16,
+    /// The `Retry-After` header, when the server exposes it.
+    pub retry_after: Option<String>,
+    inner: web_sys::Response,
+}
+
+/// Sends `req`; resolves once the response headers arrive.
+pub(crate) async fn send(
+    req: &HttpRequest,
+    signal: Option<&AbortSignal>,
+) -> Result<Response, ApiError> {
+    if signal.is_some_and(AbortSignal::aborted) {
+        return Err(aborted());
+    }
+    let init = RequestInit::new();
+    init.set_method(req.method.as_str());
+    if let Some(body) = &req.body {
+        init.set_body(&JsValue::from_str(body));
+    }
+    if let Some(signal) = signal {
+        init.set_signal(Some(signal));
+    }
+    let headers = web_sys::Headers::new().map_err(|e| js_error("could not build headers", &e))?;
+    for (name, value) in &req.headers {
+        headers
+            .set(name, value)
+            .map_err(|_| ApiError::bad_request(format!("header {name:?} has an invalid value")))?;
+    }
+    init.set_headers(&headers);
+    let request = Request::new_with_str_and_init(&req.url, &init)
+        .map_err(|_| ApiError::bad_request(format!("{:?} is not a valid URL", req.url)))?;
+    let resp = JsFuture::from(global_fetch(&request))
+        .await
+        .map_err(|e| fetch_failure(&req.url, &e))?;
+    let inner: web_sys::Response = resp.unchecked_into();
+    let retry_after = inner.headers().get("retry-after").ok().flatten();
+    Ok(Response {
+        status: inner.status(),
+        retry_after,
+        inner,
+    })
+}
+
+impl Response {
+    /// Reads the whole body.
+    pub async fn bytes(self) -> Result<Vec<u8>, ApiError> {
+        let promise = self
+            .inner
+            .array_buffer()
+            .map_err(|e| classify(&e, "could not read the response"))?;
+        let buf = JsFuture::from(promise)
+            .await
+            .map_err(|e| classify(&e, "the response body could not be read"))?;
+        Ok(Uint8Array::new(&buf).to_vec())
+    }
+
+    /// Turns the body into a chunk reader.
+    pub fn into_reader(self) -> Result<BodyReader, ApiError> {
+        let body = self
+            .inner
+            .body()
+            .ok_or_else(|| ApiError::new(ErrorCode::UpstreamError, "the response has no body"))?;
+        let reader: ReadableStreamDefaultReader = body.get_reader().unchecked_into();
+        Ok(BodyReader {
+            reader,
+            done: false,
+        })
+    }
+}
+
+/// Reads a response body chunk by chunk; cancels the stream if dropped before its end, so the
+/// server sees the connection close.
+pub(crate) struct BodyReader {
+    reader: ReadableStreamDefaultReader,
+    done: bool,
+}
+
+impl BodyReader {
+    /// The next chunk, or `None` at the end of the body.
+    pub async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, ApiError> {
+        if self.done {
+            return Ok(None);
+        }
+        let result = JsFuture::from(self.reader.read()).await.map_err(|e| {
+            self.done = true;
+            classify(&e, "the connection was lost mid-stream")
+        })?;
+        let done = Reflect::get(&result, &JsValue::from_str("done"))
+            .ok()
+            .and_then(|v| v.as_bool())
+            .unwrap_or(true);
+        if done {
+            self.done = true;
+            return Ok(None);
+        }
+        let value =
+            Reflect::get(&result, &JsValue::from_str("value")).unwrap_or(JsValue::UNDEFINED);
+        Ok(Some(
+            value
+                .dyn_into::<Uint8Array>()
+                .map(|a| a.to_vec())
+                .unwrap_or_default(),
+        ))
+    }
+
+    /// Stops reading and tells the server.
+    pub fn cancel(&mut self) {
+        if !self.done {
+            self.done = true;
+            // The promise only reports when the cancellation completed; nothing waits for it.
+            let _ = self.reader.cancel();
+        }
+    }
+}
+
+impl Drop for BodyReader {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+/// The error an aborted request rejects with.
+pub(crate) fn aborted() -> ApiError {
+    ApiError::new(ErrorCode::Aborted, "the request was aborted")
+}
+
+fn is_abort(e: &JsValue) -> bool {
+    e.dyn_ref::<DomException>()
+        .is_some_and(|d| d.name() == "AbortError")
+}
+
+fn classify(e: &JsValue, context: &str) -> ApiError {
+    if is_abort(e) {
+        aborted()
+    } else {
+        ApiError::new(ErrorCode::StreamInterrupted, context.to_owned())
+    }
+}
+
+/// `fetch` rejects with a bare `TypeError` for every network-level failure, CORS included: the
+/// browser deliberately does not say which, so the message names the likely causes.
+fn fetch_failure(url: &str, e: &JsValue) -> ApiError {
+    if is_abort(e) {
+        return aborted();
+    }
+    let origin = url
+        .find("://")
+        .and_then(|i| url[i + 3..].find('/').map(|j| &url[..i + 3 + j]))
+        .unwrap_or(url);
+    ApiError::new(
+        ErrorCode::NetworkError,
+        format!(
+            "could not reach {origin}: the server is down or unreachable, or it does not allow \
+             this page's origin (CORS)"
+        ),
+    )
+}
+
+fn js_error(context: &str, e: &JsValue) -> ApiError {
+    let detail = e
+        .dyn_ref::<js_sys::Error>()
+        .map(|e| String::from(e.message()))
+        .unwrap_or_default();
+    ApiError::internal(format!("{context}: {detail}"))
+}

@@ -1,0 +1,430 @@
+//! The SDK in a real browser, against the test upstream directly and through a running proxy.
+//!
+//! Every case runs in both modes: a difference between them is a bug. `cargo xtask test` starts
+//! the servers and passes their addresses at compile time (a browser test has no environment).
+
+#![cfg(target_arch = "wasm32")]
+
+use switchyard_sdk_wasm::{ClientCore, ClientOptions, DirectOptions, ProxyOptions};
+use switchyard_shared::{
+    ApiError, ChatRequest, ChatResponse, ErrorCode, FinishReason, Message, ProviderEndpoint,
+    ProviderKind, StreamEvent, ToolDefinition,
+};
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+fn setting(value: Option<&'static str>, name: &str) -> &'static str {
+    value.unwrap_or_else(|| {
+        panic!("{name} is not set; run the browser tests with `cargo xtask test`")
+    })
+}
+
+/// The test upstream's OpenAI-compatible base URL (`http://127.0.0.1:PORT/v1`).
+fn upstream() -> &'static str {
+    setting(
+        option_env!("SWITCHYARD_TEST_UPSTREAM"),
+        "SWITCHYARD_TEST_UPSTREAM",
+    )
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    Direct,
+    Proxy,
+}
+
+fn client(mode: Mode) -> ClientCore {
+    let options = match mode {
+        Mode::Direct => ClientOptions::Direct(DirectOptions {
+            providers: vec![ProviderEndpoint {
+                name: "fake".into(),
+                kind: ProviderKind::OpenAi,
+                base_url: upstream().into(),
+                api_key: Some(
+                    setting(
+                        option_env!("SWITCHYARD_TEST_UPSTREAM_KEY"),
+                        "SWITCHYARD_TEST_UPSTREAM_KEY",
+                    )
+                    .into(),
+                ),
+            }],
+        }),
+        // The proxy's config names the same upstream "fake" and holds its key.
+        Mode::Proxy => ClientOptions::Proxy(ProxyOptions {
+            base_url: setting(
+                option_env!("SWITCHYARD_TEST_PROXY"),
+                "SWITCHYARD_TEST_PROXY",
+            )
+            .into(),
+            api_key: None,
+        }),
+    };
+    ClientCore::new(options).expect("valid options")
+}
+
+fn request(model: &str, text: &str) -> ChatRequest {
+    ChatRequest {
+        model: model.into(),
+        messages: vec![Message::system("be brief"), Message::user(text)],
+        ..Default::default()
+    }
+}
+
+async fn collect(
+    client: &ClientCore,
+    req: &ChatRequest,
+) -> (Vec<StreamEvent>, Result<ChatResponse, ApiError>) {
+    let mut stream = match client.chat_stream(req, None).await {
+        Ok(s) => s,
+        Err(e) => return (Vec::new(), Err(e)),
+    };
+    let mut events = Vec::new();
+    loop {
+        match stream.next().await {
+            Ok(Some(e)) => events.push(e),
+            Ok(None) => break,
+            Err(e) => return (events, Err(e)),
+        }
+    }
+    let result = stream.final_message().await;
+    (events, result)
+}
+
+/// Reads the upstream's counters (`GET /_observed`) to see what reached it.
+async fn streams_cancelled() -> u64 {
+    let origin = upstream().trim_end_matches("/v1");
+    let window = web_sys::window().expect("a window");
+    let resp: web_sys::Response =
+        JsFuture::from(window.fetch_with_str(&format!("{origin}/_observed")))
+            .await
+            .expect("observed")
+            .unchecked_into();
+    let json = JsFuture::from(resp.json().expect("json"))
+        .await
+        .expect("body");
+    js_sys::Reflect::get(&json, &"streams_cancelled".into())
+        .ok()
+        .and_then(|v| v.as_f64())
+        .expect("streams_cancelled") as u64
+}
+
+async fn sleep_ms(ms: i32) {
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        web_sys::window()
+            .expect("a window")
+            .set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms)
+            .expect("timer");
+    });
+    JsFuture::from(promise).await.expect("sleep");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cases, each run in both modes.
+
+async fn chat_returns_the_whole_answer(mode: Mode) {
+    let r = client(mode)
+        .chat(&request("fake/echo", "hello there"), None)
+        .await
+        .unwrap();
+    assert_eq!(r.message.content.as_deref(), Some("echo: hello there"));
+    assert_eq!(r.model, "fake/echo");
+    assert_eq!(r.finish_reason, FinishReason::Stop);
+    let usage = r.usage.expect("usage");
+    assert_eq!(
+        usage.total_tokens,
+        usage.prompt_tokens + usage.completion_tokens
+    );
+}
+
+async fn stream_yields_deltas_then_finish(mode: Mode) {
+    let (events, result) = collect(&client(mode), &request("fake/echo", "one two three")).await;
+    let answer = result.unwrap();
+    let text: String = events
+        .iter()
+        .filter_map(|e| match e {
+            StreamEvent::TextDelta { text } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(text, "echo: one two three");
+    assert_eq!(answer.message.content.as_deref(), Some(text.as_str()));
+    assert!(
+        matches!(events.first(), Some(StreamEvent::Start { model, .. }) if model == "fake/echo")
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, StreamEvent::Usage { .. }))
+    );
+    assert!(matches!(
+        events.last(),
+        Some(StreamEvent::Finish {
+            finish_reason: FinishReason::Stop
+        })
+    ));
+}
+
+async fn streamed_tool_calls_are_assembled(mode: Mode) {
+    let mut req = request("fake/parallel-tools", "weather?");
+    req.tools = vec![ToolDefinition {
+        name: "get_weather".into(),
+        description: Some("Current weather".into()),
+        parameters: serde_json::json!({"type": "object", "properties": {"city": {"type": "string"}}}),
+    }];
+    let (events, result) = collect(&client(mode), &req).await;
+    let answer = result.unwrap();
+    assert_eq!(answer.finish_reason, FinishReason::ToolCalls);
+    let calls = &answer.message.tool_calls;
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0].name, "get_weather");
+    assert_eq!(calls[0].arguments, r#"{"city":"Paris"}"#);
+    assert_eq!(calls[1].arguments, r#"{"city":"Tokyo"}"#);
+    let deltas = events
+        .iter()
+        .filter(|e| matches!(e, StreamEvent::ToolCallDelta { .. }))
+        .count();
+    assert!(deltas > 2, "arguments arrive in pieces");
+}
+
+async fn a_tool_result_goes_back_to_the_model(mode: Mode) {
+    let mut req = request("fake/tools", "weather?");
+    req.messages.push(Message::Assistant {
+        content: None,
+        tool_calls: vec![switchyard_shared::ToolCall {
+            id: "call_1".into(),
+            name: "lookup".into(),
+            arguments: "{}".into(),
+        }],
+    });
+    req.messages.push(Message::Tool {
+        tool_call_id: "call_1".into(),
+        content: "sunny".into(),
+    });
+    let r = client(mode).chat(&req, None).await.unwrap();
+    assert_eq!(r.message.content.as_deref(), Some("tool said: sunny"));
+}
+
+async fn rate_limits_are_retryable_with_a_delay(mode: Mode) {
+    let e = client(mode)
+        .chat(&request("fake/fail-429", "x"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::RateLimited);
+    assert!(e.retryable);
+    assert_eq!(e.http_status(), 429);
+    let e = collect(&client(mode), &request("fake/fail-429", "x"))
+        .await
+        .1
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::RateLimited);
+}
+
+async fn upstream_failures_are_upstream_errors(mode: Mode) {
+    for model in ["fake/fail-500", "fake/fail-503"] {
+        let e = client(mode)
+            .chat(&request(model, "x"), None)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e.code, e.retryable),
+            (ErrorCode::UpstreamError, true),
+            "{model}"
+        );
+    }
+}
+
+async fn rejected_upstream_credentials_are_not_echoed(mode: Mode) {
+    let e = client(mode)
+        .chat(&request("fake/fail-401", "x"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::UpstreamUnauthorized);
+    assert!(!e.message.contains("sk-"), "{}", e.message);
+}
+
+async fn unknown_models_and_providers_are_not_found(mode: Mode) {
+    let e = client(mode)
+        .chat(&request("fake/no-such-model", "x"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::NotFound);
+    let e = client(mode)
+        .chat(&request("nope/echo", "x"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::NotFound);
+}
+
+async fn malformed_requests_are_refused_before_sending(mode: Mode) {
+    let e = client(mode)
+        .chat(&request("no-provider-prefix", "x"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::BadRequest);
+    let mut req = request("fake/echo", "x");
+    req.messages.clear();
+    let e = client(mode).chat(&req, None).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::BadRequest);
+}
+
+async fn a_cut_stream_is_interrupted(mode: Mode) {
+    let (events, result) = collect(&client(mode), &request("fake/drop-stream", "x")).await;
+    assert_eq!(result.unwrap_err().code, ErrorCode::StreamInterrupted);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, StreamEvent::TextDelta { .. })),
+        "deltas before the cut arrive"
+    );
+}
+
+async fn aborting_mid_stream_cancels_the_upstream(mode: Mode) {
+    let before = streams_cancelled().await;
+    let controller = web_sys::AbortController::new().unwrap();
+    let client = client(mode);
+    let mut stream = client
+        .chat_stream(&request("fake/long", "x"), Some(&controller.signal()))
+        .await
+        .unwrap();
+    assert!(matches!(
+        stream.next().await,
+        Ok(Some(StreamEvent::Start { .. }))
+    ));
+    controller.abort();
+    let mut outcome = Ok(None);
+    for _ in 0..500 {
+        outcome = stream.next().await;
+        if !matches!(outcome, Ok(Some(_))) {
+            break;
+        }
+    }
+    assert_eq!(outcome.unwrap_err().code, ErrorCode::Aborted);
+    // The upstream sees its stream dropped: the browser closed its connection, and in proxy mode
+    // the proxy passed the close on.
+    for _ in 0..60 {
+        if streams_cancelled().await > before {
+            return;
+        }
+        sleep_ms(50).await;
+    }
+    panic!("the upstream stream was not cancelled");
+}
+
+async fn an_aborted_signal_rejects_at_once(mode: Mode) {
+    let controller = web_sys::AbortController::new().unwrap();
+    controller.abort();
+    let e = client(mode)
+        .chat(&request("fake/echo", "x"), Some(&controller.signal()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::Aborted);
+}
+
+async fn breaking_off_a_stream_closes_it(mode: Mode) {
+    let before = streams_cancelled().await;
+    let client = client(mode);
+    let mut stream = client
+        .chat_stream(&request("fake/long", "x"), None)
+        .await
+        .unwrap();
+    assert!(stream.next().await.unwrap().is_some());
+    stream.cancel();
+    assert_eq!(
+        stream.final_message().await.unwrap_err().code,
+        ErrorCode::Aborted
+    );
+    for _ in 0..60 {
+        if streams_cancelled().await > before {
+            return;
+        }
+        sleep_ms(50).await;
+    }
+    panic!("the upstream stream was not cancelled");
+}
+
+macro_rules! in_both_modes {
+    ($($case:ident),* $(,)?) => {
+        mod direct {
+            $(
+                #[super::wasm_bindgen_test]
+                async fn $case() {
+                    super::$case(super::Mode::Direct).await
+                }
+            )*
+        }
+        mod proxy {
+            $(
+                #[super::wasm_bindgen_test]
+                async fn $case() {
+                    super::$case(super::Mode::Proxy).await
+                }
+            )*
+        }
+    };
+}
+
+in_both_modes!(
+    chat_returns_the_whole_answer,
+    stream_yields_deltas_then_finish,
+    streamed_tool_calls_are_assembled,
+    a_tool_result_goes_back_to_the_model,
+    rate_limits_are_retryable_with_a_delay,
+    upstream_failures_are_upstream_errors,
+    rejected_upstream_credentials_are_not_echoed,
+    unknown_models_and_providers_are_not_found,
+    malformed_requests_are_refused_before_sending,
+    a_cut_stream_is_interrupted,
+    aborting_mid_stream_cancels_the_upstream,
+    an_aborted_signal_rejects_at_once,
+    breaking_off_a_stream_closes_it,
+);
+
+// ---------------------------------------------------------------------------------------------
+// Mode-specific behaviour.
+
+#[wasm_bindgen_test]
+async fn direct_mode_reports_an_unreachable_provider_as_a_network_error() {
+    let client = ClientCore::new(ClientOptions::Direct(DirectOptions {
+        providers: vec![ProviderEndpoint {
+            name: "down".into(),
+            kind: ProviderKind::OpenAi,
+            // Port 9 (discard) is closed on test machines.
+            base_url: "http://127.0.0.1:9/v1".into(),
+            api_key: None,
+        }],
+    }))
+    .unwrap();
+    let e = client
+        .chat(&request("down/m", "x"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::NetworkError);
+    assert!(e.retryable);
+}
+
+#[wasm_bindgen_test]
+async fn proxy_mode_reports_an_unreachable_proxy_as_a_network_error() {
+    let client = ClientCore::new(ClientOptions::Proxy(ProxyOptions {
+        base_url: "http://127.0.0.1:9".into(),
+        api_key: None,
+    }))
+    .unwrap();
+    let e = client
+        .chat(&request("fake/echo", "x"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::NetworkError);
+}
+
+#[wasm_bindgen_test]
+fn invalid_options_are_refused() {
+    let e = ClientCore::new(ClientOptions::Proxy(ProxyOptions {
+        base_url: "localhost:3001".into(),
+        api_key: None,
+    }))
+    .unwrap_err();
+    assert_eq!(e.code, ErrorCode::BadRequest);
+}

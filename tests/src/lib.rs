@@ -1,0 +1,7 @@
+//! Test equipment for Switchyard. Nothing in this crate is product code.
+//!
+//! The centrepiece is [`fake_llm`], a deterministic, scripted implementation of
+//! the OpenAI chat-completions wire format that integration and browser tests
+//! point the proxy (or the SDK) at instead of a real provider.
+
+pub mod fake_llm;
