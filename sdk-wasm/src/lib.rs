@@ -1,7 +1,7 @@
 //! Switchyard's browser client, compiled to WebAssembly.
 //!
-//! This module is the JavaScript boundary only: it converts values with `tsify` and turns
-//! [`ApiError`]s into JS errors. The hand-written TypeScript layer in `js/` wraps these exports
+//! This module is the JavaScript boundary only: it converts values (typed for TypeScript by
+//! `tsify`) and turns [`ApiError`]s into JS errors. The hand-written TypeScript layer in `js/` wraps these exports
 //! into the public face (`createClient`, async iterators, `Error` subclasses).
 
 mod client;

@@ -1,1 +1,138 @@
-fn main() {}
+//! `cargo xtask <command>`: the project's two front doors (`demo`, `test`) and their helpers.
+//!
+//! Each command installs what it lacks (wasm target, wasm-bindgen-cli, wasm-pack, Chromium and its
+//! driver, npm packages), says what it is doing, and stops at the first failure.
+
+mod run;
+mod sdk;
+mod servers;
+mod tools;
+
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  test    everything CI runs: fmt, clippy (native and wasm32), unit and end-to-end tests,
+          the npm package build, and the browser tests in headless Chromium (both modes)
+  demo    builds and starts the proxy with the example configuration
+  sdk     builds the npm package `switchyard-client` into sdk-wasm/pkg and prints its size
+  bench   measures the proxy's added latency (see bench/README.md)
+  setup   only installs the tools the other commands need
+";
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("\nxtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("test") => test(),
+        Some("demo") => demo(),
+        Some("sdk") => {
+            tools::ensure_sdk_tools()?;
+            let sizes = sdk::build_package()?;
+            sizes.print();
+            Ok(())
+        }
+        Some("bench") => bench(&args[1..]),
+        Some("setup") => tools::ensure_all(),
+        Some("help" | "--help" | "-h") | None => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => bail!("unknown command {other:?}\n\n{USAGE}"),
+    }
+}
+
+/// Runs every check and test suite; prints a timing summary.
+fn test() -> Result<()> {
+    let started = Instant::now();
+    let mut report = run::Report::default();
+
+    report.step("install missing tools", tools::ensure_all)?;
+    report.step("cargo fmt --check", || {
+        run::cargo(&["fmt", "--all", "--", "--check"])
+    })?;
+    report.step("clippy (native)", || {
+        run::cargo(&[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])
+    })?;
+    report.step("clippy (wasm32)", || {
+        run::cargo(&[
+            "clippy",
+            "-p",
+            "switchyard-shared",
+            "-p",
+            "switchyard-sdk-wasm",
+            "--features",
+            "switchyard-shared/wasm",
+            "--target",
+            "wasm32-unknown-unknown",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])
+    })?;
+    report.step("unit and native end-to-end tests", || {
+        run::cargo(&["test", "--workspace", "--exclude", "switchyard-sdk-wasm"])
+    })?;
+    let sizes = report.step("npm package build", sdk::build_package)?;
+    report.step("browser tests (wasm-bindgen-test, both modes)", || {
+        let page_port = servers::free_port()?;
+        let servers = servers::TestServers::start(&[format!("http://127.0.0.1:{page_port}")])?;
+        sdk::browser_tests(&servers, page_port)
+    })?;
+    report.step("package tests (playwright-core, both modes)", || {
+        let page_port = servers::free_port()?;
+        let servers = servers::TestServers::start(&[format!("http://127.0.0.1:{page_port}")])?;
+        sdk::package_tests(&servers, page_port)
+    })?;
+
+    sizes.print();
+    report.print();
+    println!("all checks passed in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+/// Starts the proxy with the example configuration, in the foreground.
+fn demo() -> Result<()> {
+    tools::ensure_rust_parts()?;
+    let config = run::root().join("proxy-native/switchyard.example.toml");
+    println!("==> starting the proxy with {}", config.display());
+    println!(
+        "    (an OpenAI-compatible server such as Ollama or llama.cpp on 127.0.0.1 is its upstream)"
+    );
+    run::cargo(&[
+        "run",
+        "--release",
+        "-p",
+        "switchyard-proxy",
+        "--",
+        "serve",
+        "--config",
+        &config.to_string_lossy(),
+    ])
+}
+
+/// Runs the benchmark scripts under `bench/`.
+fn bench(args: &[String]) -> Result<()> {
+    let script = run::root().join("bench/chat_overhead.sh");
+    let mut cmd = run::command("bash");
+    cmd.arg(script).args(args);
+    run::status(&mut cmd)
+}

@@ -1,0 +1,257 @@
+// The built npm package in a real page (Debian Chromium via playwright-core): what a frontend
+// developer touches — `createClient`, `for await`, `AbortSignal`, `instanceof` on errors — in both
+// modes. `cargo xtask test` builds the package and starts the upstream and the proxy first.
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { createServer } from "node:http";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { extname, join, normalize } from "node:path";
+import { tmpdir } from "node:os";
+import { chromium } from "playwright-core";
+
+function setting(name) {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set; run these tests with \`cargo xtask test\``);
+  return value;
+}
+
+const upstream = setting("SWITCHYARD_TEST_UPSTREAM");
+const upstreamKey = setting("SWITCHYARD_TEST_UPSTREAM_KEY");
+const proxy = setting("SWITCHYARD_TEST_PROXY");
+const pagePort = Number(setting("SWITCHYARD_TEST_PAGE_PORT"));
+const pkgDir = setting("SWITCHYARD_TEST_PKG");
+
+const types = { ".js": "text/javascript", ".wasm": "application/wasm", ".html": "text/html", ".json": "application/json" };
+
+// Serves the package under /pkg/ and an empty page at /, as an app's dev server would.
+function servePackage() {
+  const server = createServer(async (req, res) => {
+    const path = new URL(req.url, "http://x").pathname;
+    if (path === "/") {
+      res.writeHead(200, { "content-type": "text/html" }).end("<!doctype html><title>switchyard-client test</title>");
+      return;
+    }
+    const rel = normalize(path.replace(/^\/pkg\//, "")).replace(/^(\.\.[/\\])+/, "");
+    try {
+      const body = await readFile(join(pkgDir, rel));
+      res.writeHead(200, { "content-type": types[extname(rel)] ?? "application/octet-stream" }).end(body);
+    } catch {
+      res.writeHead(404).end();
+    }
+  });
+  return new Promise((resolve) => server.listen(pagePort, "127.0.0.1", () => resolve(server)));
+}
+
+let server;
+let context;
+let page;
+let profile;
+
+before(async () => {
+  server = await servePackage();
+  profile = await mkdtemp(join(tmpdir(), "switchyard-chromium-"));
+  context = await chromium.launchPersistentContext(profile, {
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    headless: true,
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+  page = context.pages()[0] ?? (await context.newPage());
+  await page.goto(`http://127.0.0.1:${pagePort}/`);
+  // One client per mode, shared by the cases; the helpers turn errors into plain data.
+  await page.evaluate(
+    async ({ upstream, upstreamKey, proxy }) => {
+      const sdk = await import("/pkg/index.js");
+      const options = {
+        direct: { mode: "direct", providers: [{ name: "fake", kind: "openai", baseUrl: upstream, apiKey: upstreamKey }] },
+        proxy: { mode: "proxy", baseUrl: proxy },
+      };
+      window.sdk = sdk;
+      window.clients = { direct: sdk.createClient(options.direct), proxy: sdk.createClient(options.proxy) };
+      window.describeError = (e) => ({
+        name: e.name,
+        code: e.code,
+        status: e.status,
+        retryable: e.retryable,
+        retryAfter: e.retryAfter,
+        message: e.message,
+        classes: ["Error", "SwitchyardError", "AbortError", "RateLimitError", "AuthenticationError", "InvalidRequestError", "TimeoutError", "NetworkError", "StreamInterruptedError", "UpstreamError"].filter(
+          (c) => e instanceof (c === "Error" ? Error : sdk[c]),
+        ),
+      });
+      window.observed = async () => (await fetch(upstream.replace(/\/v1$/, "/_observed"))).json();
+    },
+    { upstream, upstreamKey, proxy },
+  );
+});
+
+after(async () => {
+  await context?.close();
+  await new Promise((resolve) => server?.close(resolve));
+  if (profile) await rm(profile, { recursive: true, force: true });
+});
+
+const ask = (model, text = "hello") => ({ model, messages: [{ role: "user", content: text }] });
+
+for (const mode of ["direct", "proxy"]) {
+  describe(`${mode} mode`, () => {
+    test("chat resolves with the whole answer", async () => {
+      const r = await page.evaluate(({ mode, req }) => clients[mode].chat(req), { mode, req: ask("fake/echo", "hi there") });
+      assert.equal(r.message.content, "echo: hi there");
+      assert.equal(r.model, "fake/echo");
+      assert.equal(r.finish_reason, "stop");
+      assert.equal(r.usage.total_tokens, r.usage.prompt_tokens + r.usage.completion_tokens);
+    });
+
+    test("chatStream is an async iterable of typed events, with finalMessage()", async () => {
+      const { events, final } = await page.evaluate(
+        async ({ mode, req }) => {
+          const stream = clients[mode].chatStream(req);
+          const events = [];
+          for await (const e of stream) events.push(e);
+          return { events, final: await stream.finalMessage() };
+        },
+        { mode, req: ask("fake/echo", "a b c") },
+      );
+      assert.equal(events[0].type, "start");
+      assert.equal(events.at(-1).type, "finish");
+      const text = events.filter((e) => e.type === "text_delta").map((e) => e.text).join("");
+      assert.equal(text, "echo: a b c");
+      assert.equal(final.message.content, text);
+    });
+
+    test("finalMessage() alone reads the whole stream, tool calls included", async () => {
+      const r = await page.evaluate(
+        ({ mode, req }) => clients[mode].chatStream(req).finalMessage(),
+        {
+          mode,
+          req: {
+            ...ask("fake/tools", "weather?"),
+            tools: [{ name: "get_weather", parameters: { type: "object", properties: { city: { type: "string" } } } }],
+          },
+        },
+      );
+      assert.equal(r.finish_reason, "tool_calls");
+      assert.deepEqual(r.message.tool_calls, [{ id: "call_1", name: "get_weather", arguments: '{"query":"weather in Paris"}' }]);
+    });
+
+    test("failures are Error subclasses with code, status and retryable", async () => {
+      const e = await page.evaluate(
+        ({ mode, req }) => clients[mode].chat(req).then(() => null, describeError),
+        { mode, req: ask("fake/fail-429") },
+      );
+      assert.deepEqual(e.classes, ["Error", "SwitchyardError", "RateLimitError"]);
+      assert.equal(e.name, "RateLimitError");
+      assert.equal(e.code, "rate_limited");
+      assert.equal(e.status, 429);
+      assert.equal(e.retryable, true);
+      assert.equal(e.retryAfter, 7);
+
+      const auth = await page.evaluate(
+        ({ mode, req }) => clients[mode].chat(req).then(() => null, describeError),
+        { mode, req: ask("fake/fail-401") },
+      );
+      assert.equal(auth.code, "upstream_unauthorized");
+      assert.ok(auth.classes.includes("AuthenticationError"));
+      assert.ok(!auth.message.includes("sk-"), auth.message);
+    });
+
+    test("a stream that is cut throws StreamInterruptedError from for await", async () => {
+      const r = await page.evaluate(
+        async ({ mode, req }) => {
+          const seen = [];
+          try {
+            for await (const e of clients[mode].chatStream(req)) seen.push(e.type);
+            return { seen, error: null };
+          } catch (e) {
+            return { seen, error: describeError(e) };
+          }
+        },
+        { mode, req: ask("fake/drop-stream") },
+      );
+      assert.ok(r.seen.includes("text_delta"));
+      assert.equal(r.error.code, "stream_interrupted");
+      assert.ok(r.error.classes.includes("StreamInterruptedError"));
+    });
+
+    test("aborting the signal rejects with AbortError and cancels the upstream", async () => {
+      const before = (await page.evaluate(() => observed())).streams_cancelled;
+      const r = await page.evaluate(
+        async ({ mode, req }) => {
+          const controller = new AbortController();
+          let n = 0;
+          try {
+            for await (const _ of clients[mode].chatStream(req, { signal: controller.signal })) {
+              if (++n === 3) controller.abort();
+            }
+            return null;
+          } catch (e) {
+            return describeError(e);
+          }
+        },
+        { mode, req: ask("fake/long") },
+      );
+      assert.equal(r.name, "AbortError");
+      assert.equal(r.code, "aborted");
+      assert.ok(r.classes.includes("AbortError") && r.classes.includes("SwitchyardError"));
+      await waitFor(async () => (await page.evaluate(() => observed())).streams_cancelled > before);
+    });
+
+    test("breaking out of for await closes the stream", async () => {
+      const before = (await page.evaluate(() => observed())).streams_cancelled;
+      const first = await page.evaluate(
+        async ({ mode, req }) => {
+          for await (const e of clients[mode].chatStream(req)) return e.type;
+        },
+        { mode, req: ask("fake/long") },
+      );
+      assert.equal(first, "start");
+      await waitFor(async () => (await page.evaluate(() => observed())).streams_cancelled > before);
+    });
+
+    test("fields a client must not set are refused with InvalidRequestError", async () => {
+      const e = await page.evaluate(
+        ({ mode, req }) => clients[mode].chat(req).then(() => null, describeError),
+        { mode, req: { ...ask("fake/echo"), base_url: "http://169.254.169.254/" } },
+      );
+      assert.equal(e.code, "bad_request");
+      assert.ok(e.classes.includes("InvalidRequestError"));
+      assert.match(e.message, /base_url/);
+    });
+  });
+}
+
+test("invalid options reject every call, and ready(), with InvalidRequestError", async () => {
+  const r = await page.evaluate(async () => {
+    const client = sdk.createClient({ mode: "proxy", baseUrl: "localhost:3001" });
+    return {
+      ready: await client.ready().then(() => null, describeError),
+      chat: await client.chat({ model: "a/b", messages: [] }).then(() => null, describeError),
+    };
+  });
+  assert.equal(r.ready.code, "bad_request");
+  assert.match(r.ready.message, /baseUrl/);
+  assert.equal(r.chat.code, "bad_request");
+  const mode = await page.evaluate(async () => {
+    const client = sdk.createClient({ mode: "sideways" });
+    return client.ready().then(() => null, describeError);
+  });
+  assert.equal(mode.code, "bad_request");
+});
+
+async function waitFor(check, ms = 3000) {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.fail("condition not met in time");
+}

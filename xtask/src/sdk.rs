@@ -1,0 +1,184 @@
+//! The npm package `switchyard-client`: build (wasm-pack for the `web` and `bundler` targets,
+//! binaryen's wasm-opt, tsc for the TypeScript face) and its two browser suites.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use flate2::{Compression, write::GzEncoder};
+
+use crate::run::{self, command, root};
+use crate::servers::{TestServers, UPSTREAM_KEY};
+use crate::tools::{CHROMEDRIVER, CHROMIUM};
+
+const OUT_NAME: &str = "switchyard_client";
+
+/// Sizes of the built package, in bytes.
+pub struct Sizes {
+    wasm_raw: u64,
+    wasm_gzip: u64,
+    js_raw: u64,
+    js_gzip: u64,
+}
+
+impl Sizes {
+    /// Prints the sizes that matter to users (what a page downloads).
+    pub fn print(&self) {
+        println!(
+            "\nswitchyard-client (web target): .wasm {} raw, {} gzipped; JS {} raw, {} gzipped; \
+             total {} gzipped",
+            kib(self.wasm_raw),
+            kib(self.wasm_gzip),
+            kib(self.js_raw),
+            kib(self.js_gzip),
+            kib(self.wasm_gzip + self.js_gzip)
+        );
+    }
+}
+
+fn kib(bytes: u64) -> String {
+    format!("{:.1} KiB", bytes as f64 / 1024.0)
+}
+
+/// Builds `sdk-wasm/pkg`, ready for `npm publish` or `npm install <path>`.
+pub fn build_package() -> Result<Sizes> {
+    let crate_dir = root().join("sdk-wasm");
+    let pkg = crate_dir.join("pkg");
+    if pkg.exists() {
+        std::fs::remove_dir_all(&pkg)?;
+    }
+    for target in ["web", "bundler"] {
+        let out = pkg.join("wasm").join(target);
+        run::status(
+            command("wasm-pack")
+                .args([
+                    "build",
+                    "--mode",
+                    "no-install",
+                    "--no-pack",
+                    "--target",
+                    target,
+                ])
+                .args([
+                    "--profile",
+                    "wasm-release",
+                    "--out-name",
+                    OUT_NAME,
+                    "--out-dir",
+                ])
+                .arg(&out)
+                .arg(&crate_dir),
+        )?;
+        let wasm = out.join(format!("{OUT_NAME}_bg.wasm"));
+        // wasm-opt reads the module's target_features section, so no --enable flags are needed.
+        run::status(
+            command("wasm-opt")
+                .args(["-Oz", "--strip-debug"])
+                .arg(&wasm)
+                .arg("-o")
+                .arg(&wasm),
+        )?;
+        // wasm-pack writes a `*` .gitignore, which would also hide the files from `npm pack`.
+        let _ = std::fs::remove_file(out.join(".gitignore"));
+    }
+
+    let js = crate_dir.join("js");
+    let sources = ["core.ts", "index.ts", "bundler.ts"];
+    for f in sources {
+        std::fs::copy(js.join("src").join(f), pkg.join(f))?;
+    }
+    for f in ["tsconfig.json", "package.json", "README.md"] {
+        std::fs::copy(js.join(f), pkg.join(f)).with_context(|| format!("copying js/{f}"))?;
+    }
+    run::status(
+        command(&crate_dir.join("node_modules/.bin/tsc").to_string_lossy())
+            .args(["-p", "tsconfig.json"])
+            .current_dir(&pkg),
+    )?;
+    for f in sources.iter().chain(&["tsconfig.json"]) {
+        std::fs::remove_file(pkg.join(f))?;
+    }
+    check_public_types(&pkg)?;
+
+    let wasm = std::fs::read(pkg.join(format!("wasm/web/{OUT_NAME}_bg.wasm")))?;
+    let mut js_bytes = Vec::new();
+    for f in ["index.js", "core.js", &format!("wasm/web/{OUT_NAME}.js")] {
+        js_bytes.extend(std::fs::read(pkg.join(f))?);
+    }
+    Ok(Sizes {
+        wasm_raw: wasm.len() as u64,
+        wasm_gzip: gzip_len(&wasm)?,
+        js_raw: js_bytes.len() as u64,
+        js_gzip: gzip_len(&js_bytes)?,
+    })
+}
+
+fn gzip_len(bytes: &[u8]) -> Result<u64> {
+    let mut enc = GzEncoder::new(Vec::new(), Compression::best());
+    enc.write_all(bytes)?;
+    Ok(enc.finish()?.len() as u64)
+}
+
+/// The public declarations must not fall back to `any`. wasm-bindgen's `InitOutput` (the raw
+/// module exports, never used directly) is the one place it writes `any`, so it is skipped.
+fn check_public_types(pkg: &Path) -> Result<()> {
+    let mut offenders = Vec::new();
+    for f in [
+        "index.d.ts",
+        "bundler.d.ts",
+        "core.d.ts",
+        "wasm/web/switchyard_client.d.ts",
+    ] {
+        let text = std::fs::read_to_string(pkg.join(f))?;
+        let public = text.split("export type InitInput").next().unwrap_or(&text);
+        for (n, line) in public.lines().enumerate() {
+            let code = line.trim_start();
+            if code.starts_with('*') || code.starts_with("//") || code.starts_with("/*") {
+                continue;
+            }
+            if code
+                .split(|c: char| !c.is_alphanumeric() && c != '_')
+                .any(|w| w == "any")
+            {
+                offenders.push(format!("{f}:{}: {}", n + 1, line.trim()));
+            }
+        }
+    }
+    if !offenders.is_empty() {
+        bail!("`any` in the public types:\n{}", offenders.join("\n"));
+    }
+    Ok(())
+}
+
+/// `wasm-pack test` in headless Chromium: the Rust-level suite, in both modes.
+pub fn browser_tests(servers: &TestServers, page_port: u16) -> Result<()> {
+    run::status(
+        command("wasm-pack")
+            .args(["test", "--mode", "no-install", "--headless", "--chrome"])
+            .args(["--chromedriver", CHROMEDRIVER])
+            .arg(root().join("sdk-wasm"))
+            .env("SWITCHYARD_TEST_UPSTREAM", &servers.upstream_url)
+            .env("SWITCHYARD_TEST_UPSTREAM_KEY", UPSTREAM_KEY)
+            .env("SWITCHYARD_TEST_PROXY", &servers.proxy_url)
+            .env(
+                "WASM_BINDGEN_TEST_ADDRESS",
+                format!("127.0.0.1:{page_port}"),
+            )
+            .env("WASM_BINDGEN_TEST_TIMEOUT", "120"),
+    )
+}
+
+/// The built npm package in a page, driven by playwright-core: the TypeScript face, both modes.
+pub fn package_tests(servers: &TestServers, page_port: u16) -> Result<()> {
+    run::status(
+        command("node")
+            .args(["--test", "--test-reporter=spec"])
+            .arg(root().join("sdk-wasm/js/test/package.test.mjs"))
+            .env("SWITCHYARD_TEST_UPSTREAM", &servers.upstream_url)
+            .env("SWITCHYARD_TEST_UPSTREAM_KEY", UPSTREAM_KEY)
+            .env("SWITCHYARD_TEST_PROXY", &servers.proxy_url)
+            .env("SWITCHYARD_TEST_PAGE_PORT", page_port.to_string())
+            .env("SWITCHYARD_TEST_PKG", root().join("sdk-wasm/pkg"))
+            .env("CHROMIUM", CHROMIUM),
+    )
+}

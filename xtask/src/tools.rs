@@ -1,0 +1,141 @@
+//! Installs what the build and the tests need, when it is missing.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+
+use crate::run::{self, command, output, root};
+
+/// Where Debian puts Chromium and its driver.
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+/// Debian's ChromeDriver.
+pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// Everything `cargo xtask test` uses.
+pub fn ensure_all() -> Result<()> {
+    ensure_rust_parts()?;
+    ensure_sdk_tools()?;
+    ensure_chromium()
+}
+
+/// Rust components and the wasm target.
+pub fn ensure_rust_parts() -> Result<()> {
+    let Some(installed) = output("rustup", &["target", "list", "--installed"]) else {
+        println!("    rustup not found; assuming the toolchain has wasm32-unknown-unknown");
+        return Ok(());
+    };
+    if !installed
+        .lines()
+        .any(|l| l.trim() == "wasm32-unknown-unknown")
+    {
+        println!("    installing the wasm32-unknown-unknown target");
+        run::status(command("rustup").args(["target", "add", "wasm32-unknown-unknown"]))?;
+    }
+    let components = output("rustup", &["component", "list", "--installed"]).unwrap_or_default();
+    for c in ["rustfmt", "clippy"] {
+        if !components.lines().any(|l| l.starts_with(c)) {
+            println!("    installing the {c} component");
+            run::status(command("rustup").args(["component", "add", c]))?;
+        }
+    }
+    Ok(())
+}
+
+/// What building and testing the npm package needs.
+pub fn ensure_sdk_tools() -> Result<()> {
+    ensure_rust_parts()?;
+    ensure_wasm_bindgen()?;
+    ensure_wasm_pack()?;
+    ensure_node()?;
+    ensure_npm_packages()
+}
+
+/// The wasm-bindgen version the lock file pins; the CLI must match it exactly.
+fn locked_wasm_bindgen_version() -> Result<String> {
+    let lock = std::fs::read_to_string(root().join("Cargo.lock")).context("reading Cargo.lock")?;
+    let mut lines = lock.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() == "name = \"wasm-bindgen\""
+            && let Some(v) = lines
+                .next()
+                .and_then(|l| l.trim().strip_prefix("version = \""))
+        {
+            return Ok(v.trim_end_matches('"').to_owned());
+        }
+    }
+    bail!("wasm-bindgen is not in Cargo.lock")
+}
+
+fn ensure_wasm_bindgen() -> Result<()> {
+    let want = locked_wasm_bindgen_version()?;
+    let have = output("wasm-bindgen", &["--version"]).unwrap_or_default();
+    if have.split_whitespace().nth(1) == Some(want.as_str())
+        && output("wasm-bindgen-test-runner", &["--version"]).is_some()
+    {
+        return Ok(());
+    }
+    println!("    installing wasm-bindgen-cli {want} (found {have:?})");
+    // `--locked` fails for this crate on this registry; the exact version is what matters.
+    run::status(command("cargo").args(["install", "wasm-bindgen-cli", "--version", &want]))
+}
+
+fn ensure_wasm_pack() -> Result<()> {
+    if output("wasm-pack", &["--version"]).is_some() {
+        return Ok(());
+    }
+    println!("    installing wasm-pack");
+    run::status(command("cargo").args(["install", "wasm-pack"]))
+}
+
+fn ensure_node() -> Result<()> {
+    if output("node", &["--version"]).is_some() && output("npm", &["--version"]).is_some() {
+        return Ok(());
+    }
+    apt_install(&["nodejs", "npm"])
+}
+
+fn ensure_npm_packages() -> Result<()> {
+    let dir = root().join("sdk-wasm");
+    let lock = dir.join("package-lock.json");
+    let installed = dir.join("node_modules/.package-lock.json");
+    let fresh = match (std::fs::metadata(&lock), std::fs::metadata(&installed)) {
+        (Ok(l), Ok(i)) => i.modified().ok() >= l.modified().ok(),
+        _ => false,
+    };
+    if fresh {
+        return Ok(());
+    }
+    println!("    installing npm packages (binaryen, typescript, playwright-core)");
+    run::status(
+        command("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir),
+    )
+}
+
+/// Chromium and ChromeDriver from Debian: test tools that download their own browser fail here.
+pub fn ensure_chromium() -> Result<()> {
+    if Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists() {
+        return Ok(());
+    }
+    apt_install(&["chromium", "chromium-driver"])
+}
+
+fn apt_install(packages: &[&str]) -> Result<()> {
+    let root_user = output("id", &["-u"]).is_some_and(|u| u == "0");
+    if !root_user {
+        bail!(
+            "{} missing; install it with your package manager (Debian: apt-get install {})",
+            packages.join(" and "),
+            packages.join(" ")
+        );
+    }
+    println!("    installing {} with apt-get", packages.join(", "));
+    run::status(command("apt-get").args(["update", "-qq"]))?;
+    run::status(
+        command("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-qq"])
+            .args(packages),
+    )
+}
