@@ -1,0 +1,534 @@
+//! The proxy's configuration file (TOML): what it listens on, how long it waits for upstreams, and
+//! which providers it may reach. Everything is checked here, at start-up, so that a mistake is
+//! reported once with the file, the key and the problem, and never surfaces later as a request
+//! failure.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+use switchyard_shared::ProviderKind;
+
+/// The whole configuration; `Config::default()` runs with no providers.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The listening socket and the limits applied to every request.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Timeouts for requests to upstreams.
+    #[serde(default)]
+    pub upstream: UpstreamConfig,
+    /// The LLM providers clients may name (`"<provider>/<model>"`).
+    #[serde(default)]
+    pub providers: Vec<ProviderConfig>,
+}
+
+/// The `[server]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to bind; must be a loopback address while the proxy has no authentication.
+    pub listen: SocketAddr,
+    /// Browser origins allowed by CORS; empty sends no CORS headers, `["*"]` allows any origin.
+    pub cors_allowed_origins: Vec<String>,
+    /// Largest accepted request body, in bytes; larger ones get `413 payload_too_large`.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3001)),
+            cors_allowed_origins: Vec::new(),
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// The `[upstream]` table; every value is in milliseconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// Time allowed to open a connection to an upstream.
+    pub connect_timeout_ms: u64,
+    /// Time allowed until the upstream's response headers arrive.
+    pub first_byte_timeout_ms: u64,
+    /// Longest gap allowed between two chunks of a response body.
+    pub idle_timeout_ms: u64,
+    /// Time allowed for a whole non-streamed exchange.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            connect_timeout_ms: 10_000,
+            first_byte_timeout_ms: 60_000,
+            idle_timeout_ms: 60_000,
+            request_timeout_ms: 300_000,
+        }
+    }
+}
+
+impl UpstreamConfig {
+    /// [`Self::connect_timeout_ms`] as a duration.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// [`Self::first_byte_timeout_ms`] as a duration.
+    pub fn first_byte_timeout(&self) -> Duration {
+        Duration::from_millis(self.first_byte_timeout_ms)
+    }
+
+    /// [`Self::idle_timeout_ms`] as a duration.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    /// [`Self::request_timeout_ms`] as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+/// One `[[providers]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// The name clients use in model ids; unique, without `/`.
+    pub name: String,
+    /// The wire format the provider speaks.
+    pub kind: ProviderKind,
+    /// The API base URL, e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    /// Name of the environment variable holding the API key.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// File holding the API key (surrounding whitespace is ignored); relative to the working
+    /// directory.
+    #[serde(default)]
+    pub api_key_file: Option<PathBuf>,
+    /// Models listed by `GET /api/llm/models` (any model is still passed on).
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// The key itself, read from `api_key_env` or `api_key_file` when the file is loaded.
+    #[serde(skip)]
+    pub api_key: Option<SecretString>,
+}
+
+/// A configuration mistake: where it is and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The content is wrong.
+    #[error("{}", format_invalid(.origin, .key.as_deref(), .problem))]
+    Invalid {
+        /// The file (or other source) of the configuration.
+        origin: String,
+        /// The offending key, e.g. `providers[1].base_url`, when one can be named.
+        key: Option<String>,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+fn format_invalid(origin: &str, key: Option<&str>, problem: &str) -> String {
+    match key {
+        Some(key) => format!("{origin}: `{key}`: {problem}"),
+        None => format!("{origin}: {problem}"),
+    }
+}
+
+impl ConfigError {
+    fn invalid(origin: &str, key: impl fmt::Display, problem: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            origin: origin.to_owned(),
+            key: Some(key.to_string()),
+            problem: problem.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads, checks and completes (API keys) the configuration file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml_str(&text, &path.display().to_string())
+    }
+
+    /// Parses, checks and completes a configuration; `origin` names its source in errors.
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let mut config = parse(text, origin)?;
+        config.validate(origin)?;
+        for (i, provider) in config.providers.iter_mut().enumerate() {
+            provider.api_key = read_api_key(provider, origin, i)?;
+        }
+        Ok(config)
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        ensure_loopback(self.server.listen)
+            .map_err(|problem| ConfigError::invalid(origin, "server.listen", problem))?;
+        validate_origins(&self.server.cors_allowed_origins, origin)?;
+        if self.server.max_body_bytes == 0 {
+            return Err(ConfigError::invalid(
+                origin,
+                "server.max_body_bytes",
+                "must be greater than 0",
+            ));
+        }
+        let u = &self.upstream;
+        for (key, value) in [
+            ("connect_timeout_ms", u.connect_timeout_ms),
+            ("first_byte_timeout_ms", u.first_byte_timeout_ms),
+            ("idle_timeout_ms", u.idle_timeout_ms),
+            ("request_timeout_ms", u.request_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(
+                    origin,
+                    format!("upstream.{key}"),
+                    "must be greater than 0",
+                ));
+            }
+        }
+        for (i, p) in self.providers.iter().enumerate() {
+            let key = |field: &str| format!("providers[{i}].{field}");
+            if p.name.is_empty() || p.name.contains('/') {
+                return Err(ConfigError::invalid(
+                    origin,
+                    key("name"),
+                    format!("{:?} must be non-empty and contain no '/'", p.name),
+                ));
+            }
+            if let Some(j) = self.providers[..i].iter().position(|q| q.name == p.name) {
+                return Err(ConfigError::invalid(
+                    origin,
+                    key("name"),
+                    format!("{:?} is already used by providers[{j}]", p.name),
+                ));
+            }
+            check_base_url(&p.base_url)
+                .map_err(|problem| ConfigError::invalid(origin, key("base_url"), problem))?;
+            if p.api_key_env.is_some() && p.api_key_file.is_some() {
+                return Err(ConfigError::invalid(
+                    origin,
+                    key("api_key_file"),
+                    "set either api_key_env or api_key_file, not both",
+                ));
+            }
+            if let Some(m) = p.models.iter().position(|m| m.is_empty()) {
+                return Err(ConfigError::invalid(
+                    origin,
+                    key(&format!("models[{m}]")),
+                    "must not be empty",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Deserializes, naming the key of a type error through `serde_path_to_error`; the `toml` crate's
+/// own message adds the line, column and a snippet.
+fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    let invalid = |key: Option<String>, error: toml::de::Error| ConfigError::Invalid {
+        origin: origin.to_owned(),
+        key,
+        problem: error.to_string().trim_end().to_owned(),
+    };
+    let deserializer = toml::de::Deserializer::parse(text).map_err(|e| invalid(None, e))?;
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let key = e.path().to_string();
+        let key = (key != ".").then_some(key);
+        let mut inner = e.into_inner();
+        // Errors raised through the path tracker lose the document; give it back for the snippet.
+        inner.set_input(Some(text));
+        invalid(key, inner)
+    })
+}
+
+/// Refuses addresses other hosts could reach: there is no authentication yet, so anyone who can
+/// connect could spend the configured API keys.
+pub fn ensure_loopback(addr: SocketAddr) -> Result<(), String> {
+    if addr.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(format!(
+            "refusing to listen on {addr}: the proxy has no authentication yet, so it only \
+             listens on loopback; bind 127.0.0.1 (or ::1), or configure authentication \
+             (a future version)"
+        ))
+    }
+}
+
+fn validate_origins(origins: &[String], origin: &str) -> Result<(), ConfigError> {
+    let wildcard = origins.iter().any(|o| o == "*");
+    for (i, o) in origins.iter().enumerate() {
+        let key = format!("server.cors_allowed_origins[{i}]");
+        if wildcard && origins.len() > 1 {
+            return Err(ConfigError::invalid(
+                origin,
+                key,
+                "\"*\" allows every origin and cannot be combined with others",
+            ));
+        }
+        if o == "*" {
+            continue;
+        }
+        let url = reqwest::Url::parse(o).map_err(|e| {
+            ConfigError::invalid(origin, &key, format!("{o:?} is not an origin: {e}"))
+        })?;
+        // Browsers send the origin as scheme://host[:port]; anything more never matches.
+        if url.origin().ascii_serialization() != *o {
+            return Err(ConfigError::invalid(
+                origin,
+                key,
+                format!(
+                    "{o:?} is not an origin; expected scheme://host[:port] like \"http://localhost:5173\""
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_base_url(base_url: &str) -> Result<(), String> {
+    let url =
+        reqwest::Url::parse(base_url).map_err(|e| format!("{base_url:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
+        return Err(format!("must be an absolute http(s) URL, got {base_url:?}"));
+    }
+    // Credentials in a URL end up in logs and error reports; keys belong in api_key_env/file.
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(
+            "must not contain credentials; put the key in api_key_env or api_key_file".into(),
+        );
+    }
+    Ok(())
+}
+
+fn read_api_key(
+    p: &ProviderConfig,
+    origin: &str,
+    index: usize,
+) -> Result<Option<SecretString>, ConfigError> {
+    if let Some(var) = &p.api_key_env {
+        let key = format!("providers[{index}].api_key_env");
+        // The value is never put into a message, only the variable's name.
+        return match std::env::var(var) {
+            Ok(value) if !value.trim().is_empty() => {
+                Ok(Some(SecretString::from(value.trim().to_owned())))
+            }
+            Ok(_) => Err(ConfigError::invalid(
+                origin,
+                key,
+                format!("environment variable {var} is empty"),
+            )),
+            Err(_) => Err(ConfigError::invalid(
+                origin,
+                key,
+                format!("environment variable {var} is not set (or not valid UTF-8)"),
+            )),
+        };
+    }
+    if let Some(path) = &p.api_key_file {
+        let key = format!("providers[{index}].api_key_file");
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::invalid(origin, &key, format!("cannot read {}: {e}", path.display()))
+        })?;
+        let value = text.trim();
+        if value.is_empty() {
+            return Err(ConfigError::invalid(
+                origin,
+                key,
+                format!("{} is empty", path.display()),
+            ));
+        }
+        return Ok(Some(SecretString::from(value.to_owned())));
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    const ORIGIN: &str = "/etc/switchyard/test.toml";
+
+    fn error(text: &str) -> String {
+        Config::from_toml_str(text, ORIGIN).unwrap_err().to_string()
+    }
+
+    fn assert_names(message: &str, parts: &[&str]) {
+        for part in parts {
+            assert!(message.contains(part), "{part:?} missing in:\n{message}");
+        }
+    }
+
+    #[test]
+    fn an_empty_file_gives_the_defaults() {
+        let c = Config::from_toml_str("", ORIGIN).unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:3001".parse().unwrap());
+        assert_eq!(c.server.max_body_bytes, 1024 * 1024);
+        assert!(c.server.cors_allowed_origins.is_empty());
+        assert_eq!(c.upstream.request_timeout(), Duration::from_secs(300));
+        assert!(c.providers.is_empty());
+    }
+
+    #[test]
+    fn a_full_file_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("key");
+        std::fs::write(&key_file, "  sk-from-file\n").unwrap();
+        let text = format!(
+            r#"
+            [server]
+            listen = "[::1]:0"
+            cors_allowed_origins = ["http://localhost:5173"]
+            max_body_bytes = 10
+            [upstream]
+            first_byte_timeout_ms = 300
+            [[providers]]
+            name = "local"
+            kind = "openai"
+            base_url = "http://127.0.0.1:9000/v1"
+            api_key_file = {key_file:?}
+            models = ["llama3.2"]
+            "#
+        );
+        let c = Config::from_toml_str(&text, ORIGIN).unwrap();
+        assert_eq!(c.upstream.first_byte_timeout(), Duration::from_millis(300));
+        assert_eq!(c.upstream.idle_timeout(), Duration::from_secs(60));
+        let p = &c.providers[0];
+        assert_eq!(p.kind, ProviderKind::OpenAi);
+        assert_eq!(p.api_key.as_ref().unwrap().expose_secret(), "sk-from-file");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("sk-from-file"), "{shown}");
+    }
+
+    #[test]
+    fn syntax_errors_name_the_file_and_the_place() {
+        let m = error("[server\nlisten = 1");
+        assert_names(&m, &[ORIGIN, "line 1"]);
+    }
+
+    #[test]
+    fn type_errors_name_the_key() {
+        let m = error(
+            r#"
+            [[providers]]
+            name = "a"
+            kind = "openai"
+            base_url = "http://x"
+            [[providers]]
+            name = "b"
+            kind = "openai"
+            base_url = 7
+            "#,
+        );
+        assert_names(&m, &[ORIGIN, "`providers[1].base_url`", "line 9", "string"]);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let m = error("[server]\nlisten = \"127.0.0.1:1\"\nport = 3\n");
+        assert_names(&m, &[ORIGIN, "unknown field `port`", "server"]);
+        let m = error(
+            "[[providers]]\nname = \"a\"\nkind = \"openai\"\nbase_url = \"http://x\"\nkey = \"k\"\n",
+        );
+        assert_names(&m, &["unknown field `key`", "providers[0]"]);
+    }
+
+    #[test]
+    fn unknown_kinds_are_refused() {
+        let m = error(
+            "[[providers]]\nname = \"a\"\nkind = \"smoke-signals\"\nbase_url = \"http://x\"\n",
+        );
+        assert_names(&m, &["`providers[0].kind`", "smoke-signals", "openai"]);
+    }
+
+    #[test]
+    fn semantic_errors_name_the_key_and_the_problem() {
+        let provider = |name: &str, url: &str| {
+            format!("[[providers]]\nname = {name:?}\nkind = \"openai\"\nbase_url = {url:?}\n")
+        };
+        let m = error(&(provider("a", "http://x") + &provider("b", "ftp://x")));
+        assert_names(&m, &[ORIGIN, "`providers[1].base_url`", "http(s)"]);
+        let m = error(&(provider("a", "http://x") + &provider("a", "http://y")));
+        assert_names(&m, &["`providers[1].name`", "already used"]);
+        let m = error(&provider("a/b", "http://x"));
+        assert_names(&m, &["`providers[0].name`", "'/'"]);
+        let m = error(&provider("a", "http://user:pw@x"));
+        assert_names(&m, &["`providers[0].base_url`", "credentials"]);
+        assert!(!m.contains("pw"), "{m}");
+        let m = error("[upstream]\nidle_timeout_ms = 0\n");
+        assert_names(&m, &["`upstream.idle_timeout_ms`", "greater than 0"]);
+        let m = error("[server]\ncors_allowed_origins = [\"http://a.test/path\"]\n");
+        assert_names(&m, &["`server.cors_allowed_origins[0]`", "not an origin"]);
+        let m = error("[server]\ncors_allowed_origins = [\"*\", \"http://a.test\"]\n");
+        assert_names(&m, &["`server.cors_allowed_origins[0]`", "\"*\""]);
+    }
+
+    #[test]
+    fn a_missing_key_variable_is_named() {
+        let var = "SWITCHYARD_TEST_VARIABLE_THAT_IS_NEVER_SET";
+        let m = error(&format!(
+            "[[providers]]\nname = \"a\"\nkind = \"openai\"\nbase_url = \"http://x\"\napi_key_env = {var:?}\n"
+        ));
+        assert_names(&m, &[ORIGIN, "`providers[0].api_key_env`", var, "not set"]);
+    }
+
+    #[test]
+    fn a_missing_or_empty_key_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, " \n").unwrap();
+        for path in [empty, dir.path().join("absent")] {
+            let m = error(&format!(
+                "[[providers]]\nname = \"a\"\nkind = \"openai\"\nbase_url = \"http://x\"\napi_key_file = {path:?}\n"
+            ));
+            assert_names(
+                &m,
+                &["`providers[0].api_key_file`", &path.display().to_string()],
+            );
+        }
+    }
+
+    #[test]
+    fn non_loopback_listen_is_refused() {
+        for addr in ["0.0.0.0:3001", "192.0.2.1:80", "[::]:3001"] {
+            let m = error(&format!("[server]\nlisten = {addr:?}\n"));
+            assert_names(
+                &m,
+                &[ORIGIN, "`server.listen`", "127.0.0.1", "authentication"],
+            );
+        }
+        let m = error("[server]\nlisten = \"localhost\"\n");
+        assert_names(&m, &["`server.listen`", "socket address"]);
+    }
+
+    #[test]
+    fn unreadable_files_are_named() {
+        let m = Config::load(Path::new("/nonexistent/switchyard.toml"))
+            .unwrap_err()
+            .to_string();
+        assert_names(&m, &["/nonexistent/switchyard.toml"]);
+    }
+}

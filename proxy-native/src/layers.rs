@@ -1,0 +1,88 @@
+//! The cross-cutting concerns every route gets, composed in one place (outermost first).
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::DefaultBodyLimit;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::{HeaderName, HeaderValue, Method, Request, Response};
+use tower::ServiceBuilder;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use tracing::{Span, field};
+
+use crate::config::ServerConfig;
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Wraps `router` in request ids, tracing, CORS and the body limit.
+pub fn apply<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    server: &ServerConfig,
+) -> Router<S> {
+    let stack = ServiceBuilder::new()
+        // Outermost, so the id is in the span and on every response, errors and preflights too.
+        .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_request(())
+                .on_response(record_response)
+                // Failures are logged once, with their error code, where they become responses.
+                .on_failure(()),
+        )
+        .option_layer(cors(&server.cors_allowed_origins))
+        // Enforced by the JSON extractor, so an oversized body gets the shared 413 body.
+        .layer(DefaultBodyLimit::max(server.max_body_bytes));
+    router.layer(stack)
+}
+
+/// One span per request with method, path and request id; headers and bodies are never recorded
+/// (they carry keys and user content).
+fn request_span(req: &Request<Body>) -> Span {
+    let request_id = req
+        .headers()
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    tracing::info_span!(
+        "request",
+        method = %req.method(),
+        path = %req.uri().path(),
+        request_id,
+        status = field::Empty,
+        latency_ms = field::Empty,
+    )
+}
+
+/// Completes the request span with status and latency (time to the response headers; a stream
+/// goes on after this).
+fn record_response(res: &Response<Body>, latency: Duration, span: &Span) {
+    span.record("status", res.status().as_u16());
+    span.record("latency_ms", latency.as_millis() as u64);
+    tracing::info!("response");
+}
+
+/// `None` (no CORS headers at all) when no origin is configured.
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow_origin = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        // Origins were checked when the configuration was loaded; one that still does not fit a
+        // header value simply matches nothing.
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow_origin)
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([CONTENT_TYPE, AUTHORIZATION, X_REQUEST_ID])
+            .expose_headers([X_REQUEST_ID]),
+    )
+}

@@ -1,0 +1,54 @@
+//! The Switchyard proxy: an axum server that lets browsers reach LLM APIs through upstreams named
+//! in its configuration, holding their keys.
+//!
+//! Request and response formats, provider translation and the error taxonomy all come from
+//! `switchyard-shared`; this crate only moves bytes (see `upstream`) and adds the server concerns
+//! (see `layers`).
+
+#![warn(missing_docs)]
+
+pub mod config;
+mod error;
+mod extract;
+mod layers;
+mod routes;
+pub mod shutdown;
+mod state;
+mod stream_relay;
+mod upstream;
+
+use std::future::Future;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+pub use config::{Config, ConfigError};
+pub use routes::router;
+pub use state::AppState;
+
+/// Serves `config` on `listener` until Ctrl-C or SIGTERM, then drains open requests.
+pub async fn serve(config: Config, listener: TcpListener) -> anyhow::Result<()> {
+    serve_until(config, listener, shutdown::signal()).await
+}
+
+/// Serves `config` on `listener` until `stop` resolves, then drains open requests for at most
+/// [`shutdown::DRAIN_GRACE`].
+pub async fn serve_until(
+    config: Config,
+    listener: TcpListener,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let addr = listener
+        .local_addr()
+        .context("reading the listening address")?;
+    config::ensure_loopback(addr).map_err(anyhow::Error::msg)?;
+    if config.providers.is_empty() {
+        tracing::warn!("no providers are configured: every chat request will be answered 404");
+    }
+    let app = router(AppState::new(&config)?);
+
+    tracing::info!(%addr, "serving");
+    shutdown::serve_draining(listener, app, stop)
+        .await
+        .context("server failed")
+}

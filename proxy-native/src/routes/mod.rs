@@ -1,0 +1,37 @@
+//! The HTTP API: one file per route group, assembled here with the shared 404/405 answers and the
+//! layers.
+
+mod health;
+mod llm;
+
+use axum::Router;
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use switchyard_shared::{ApiError, ErrorCode};
+
+use crate::error::AppError;
+use crate::layers;
+use crate::state::AppState;
+
+/// All routes, with the layers applied.
+pub fn router(state: AppState) -> Router {
+    let routes = Router::new()
+        .merge(llm::routes())
+        .merge(health::routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed);
+    layers::apply(routes, state.server()).with_state(state)
+}
+
+async fn not_found(method: Method, uri: Uri) -> AppError {
+    AppError(ApiError::new(
+        ErrorCode::NotFound,
+        format!("no route for {method} {}", uri.path()),
+    ))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    // The taxonomy has no code for this; the status says 405 and the body keeps the shared shape.
+    let error = ApiError::bad_request(format!("{} does not accept {method}", uri.path()));
+    (StatusCode::METHOD_NOT_ALLOWED, AppError(error)).into_response()
+}
