@@ -19,6 +19,8 @@ pub enum ErrorCode {
     Forbidden,
     /// The provider, model or route does not exist.
     NotFound,
+    /// The route exists but not with this HTTP method.
+    MethodNotAllowed,
     /// The request body is larger than allowed.
     PayloadTooLarge,
     /// Too many requests; retry after the indicated delay.
@@ -47,6 +49,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::UpstreamError => "upstream_error",
@@ -68,6 +71,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => 401,
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,
+            ErrorCode::MethodNotAllowed => 405,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::RateLimited => 429,
             ErrorCode::UpstreamError
@@ -265,6 +269,7 @@ mod tests {
             ErrorCode::Unauthorized,
             ErrorCode::Forbidden,
             ErrorCode::NotFound,
+            ErrorCode::MethodNotAllowed,
             ErrorCode::PayloadTooLarge,
             ErrorCode::RateLimited,
             ErrorCode::UpstreamError,

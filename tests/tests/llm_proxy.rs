@@ -518,8 +518,10 @@ async fn models_health_and_unknown_routes() {
     assert_eq!((status, error.code), (404, ErrorCode::NotFound));
 
     let response = h.client.get(h.url(paths::LLM_CHAT)).send().await.unwrap();
+    let allow = response.headers().get("allow").cloned();
     let (status, _, error, _) = error_of(response).await;
-    assert_eq!((status, error.code), (405, ErrorCode::BadRequest));
+    assert_eq!((status, error.code), (405, ErrorCode::MethodNotAllowed));
+    assert_eq!(allow.as_ref().and_then(|v| v.to_str().ok()), Some("POST"));
 }
 
 #[tokio::test]

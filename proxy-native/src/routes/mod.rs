@@ -5,8 +5,7 @@ mod health;
 mod llm;
 
 use axum::Router;
-use axum::http::{Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::http::{Method, Uri};
 use switchyard_shared::{ApiError, ErrorCode};
 
 use crate::error::AppError;
@@ -30,8 +29,9 @@ async fn not_found(method: Method, uri: Uri) -> AppError {
     ))
 }
 
-async fn method_not_allowed(method: Method, uri: Uri) -> Response {
-    // The taxonomy has no code for this; the status says 405 and the body keeps the shared shape.
-    let error = ApiError::bad_request(format!("{} does not accept {method}", uri.path()));
-    (StatusCode::METHOD_NOT_ALLOWED, AppError(error)).into_response()
+async fn method_not_allowed(method: Method, uri: Uri) -> AppError {
+    AppError(ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("{} does not accept {method}", uri.path()),
+    ))
 }

@@ -67,6 +67,7 @@ const classes: Partial<Record<ErrorCode, typeof SwitchyardError>> = {
   upstream_unauthorized: AuthenticationError,
   bad_request: InvalidRequestError,
   not_found: InvalidRequestError,
+  method_not_allowed: InvalidRequestError,
   payload_too_large: InvalidRequestError,
   upstream_timeout: TimeoutError,
   network_error: NetworkError,
