@@ -1,4 +1,4 @@
-//! The real `switchyard` binary: start-up errors and a served health check.
+//! The real `switchyard` binary: start-up errors, a served health check, and what it logs.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -135,4 +135,104 @@ async fn serves_health_on_the_announced_port() {
         "{models}"
     );
     drop(child);
+}
+
+/// Starts the binary with `config` and `envs`; returns it, its origin and a handle on its stderr.
+fn start_serving(
+    config: &std::path::Path,
+    envs: &[(&str, &str)],
+) -> (Running, String, std::thread::JoinHandle<String>) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:0"])
+        .envs(envs.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let logs = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    (Running(child), base, logs)
+}
+
+#[tokio::test]
+async fn keys_never_reach_the_logs_even_at_trace_level() {
+    const KEY: &str = "sk-upstream-secret-7f3a";
+    let fake =
+        switchyard_tests::fake_llm::FakeLlm::start(switchyard_tests::fake_llm::FakeLlmConfig {
+            api_key: Some(KEY.to_owned()),
+        })
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("logs.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[providers]]\nname = \"fake\"\nkind = \"openai\"\nbase_url = \"{}\"\napi_key_env = \"SWITCHYARD_LOG_TEST_KEY\"\n",
+            fake.base_url()
+        ),
+    )
+    .unwrap();
+    let (child, base, logs) = start_serving(
+        &path,
+        &[("SWITCHYARD_LOG_TEST_KEY", KEY), ("RUST_LOG", "trace")],
+    );
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let body = |model: &str| {
+        format!(r#"{{"model":"fake/{model}","messages":[{{"role":"user","content":"hi"}}]}}"#)
+    };
+    for (route, model) in [
+        ("/api/llm/chat", "echo"),
+        ("/api/llm/stream", "echo"),
+        ("/api/llm/chat", "fail-401"),
+        ("/api/llm/stream", "fail-500"),
+    ] {
+        let resp = client
+            .post(format!("{base}{route}"))
+            .header("content-type", "application/json")
+            .body(body(model))
+            .send()
+            .await
+            .unwrap();
+        let text = resp.text().await.unwrap();
+        assert!(!text.contains(KEY), "{route} {model}: {text}");
+    }
+    // The upstream received the key, so it was in the proxy's hands while it logged at trace.
+    assert_eq!(
+        fake.observed().last_authorization.as_deref(),
+        Some(format!("Bearer {KEY}").as_str())
+    );
+    drop(child);
+    let logs = logs.join().unwrap();
+    assert!(
+        logs.contains("/api/llm/stream"),
+        "the proxy logged its requests:\n{logs}"
+    );
+    assert!(!logs.contains(KEY), "a key reached the logs:\n{logs}");
+    assert!(
+        !logs.contains("sk-te"),
+        "an upstream 401 message reached the logs:\n{logs}"
+    );
 }

@@ -3,6 +3,7 @@
 //! Each command installs what it lacks (wasm target, wasm-bindgen-cli, wasm-pack, Chromium and its
 //! driver, npm packages), says what it is doing, and stops at the first failure.
 
+mod real_llm;
 mod run;
 mod sdk;
 mod servers;
@@ -102,6 +103,10 @@ fn test() -> Result<()> {
     report.step("unit and native end-to-end tests", || {
         run::cargo(&["test", "--workspace", "--exclude", "switchyard-sdk-wasm"])
     })?;
+    report.step(
+        "end-to-end tests against a real LLM (Gemma 3 270M on llama.cpp)",
+        real_llm::test,
+    )?;
     let sizes = report.step("npm package build", sdk::build_package)?;
     report.step("browser tests (wasm-bindgen-test, both modes)", || {
         let page_port = servers::free_port()?;

@@ -106,7 +106,10 @@ impl Drop for TestServers {
 }
 
 /// Starts a server that prints `listening on http://ADDR` once bound; returns it and its origin.
-fn spawn_listening(cmd: &mut std::process::Command, log: PathBuf) -> Result<(Child, String)> {
+pub(crate) fn spawn_listening(
+    cmd: &mut std::process::Command,
+    log: PathBuf,
+) -> Result<(Child, String)> {
     let log_file = std::fs::File::create(&log)?;
     let mut child = cmd
         .stdout(Stdio::piped())
