@@ -86,31 +86,11 @@ async fn serves_health_on_the_announced_port() {
         "[[providers]]\nname = \"local\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\napi_key_env = \"SWITCHYARD_CLI_TEST_KEY\"\nmodels = [\"m\"]\n",
     )
     .unwrap();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config", path.to_str().unwrap()])
-        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
-        .env("SWITCHYARD_CLI_TEST_KEY", "sk-cli-test")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let child = Running(child);
-
-    // Read the first line on a thread so that a silent binary fails the test instead of hanging it.
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx.recv_timeout(Duration::from_secs(10)).unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
+    let (child, base, logs) = start_serving(
+        &path,
+        &["--log-format", "json"],
+        &[("SWITCHYARD_CLI_TEST_KEY", "sk-cli-test")],
+    );
     assert!(base.starts_with("http://127.0.0.1:"), "{base}");
     assert!(!base.ends_with(":0"), "{base}");
 
@@ -135,16 +115,25 @@ async fn serves_health_on_the_announced_port() {
         "{models}"
     );
     drop(child);
+    let logs = logs.join().unwrap();
+    let first = logs.lines().next().unwrap_or_default();
+    assert!(
+        serde_json::from_str::<serde_json::Value>(first).is_ok(),
+        "--log-format json writes JSON lines: {first:?}"
+    );
 }
 
-/// Starts the binary with `config` and `envs`; returns it, its origin and a handle on its stderr.
+/// Starts `switchyard serve` with `config`, extra `args` and `envs`; returns it, the origin it
+/// announced and a handle on everything it writes to stderr (complete once it is stopped).
 fn start_serving(
     config: &std::path::Path,
+    args: &[&str],
     envs: &[(&str, &str)],
 ) -> (Running, String, std::thread::JoinHandle<String>) {
     let mut child = Command::new(BIN)
         .args(["serve", "--config", config.to_str().unwrap()])
         .args(["--listen", "127.0.0.1:0"])
+        .args(args)
         .envs(envs.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -194,6 +183,7 @@ async fn keys_never_reach_the_logs_even_at_trace_level() {
     .unwrap();
     let (child, base, logs) = start_serving(
         &path,
+        &[],
         &[("SWITCHYARD_LOG_TEST_KEY", KEY), ("RUST_LOG", "trace")],
     );
     let client = reqwest::Client::builder()
