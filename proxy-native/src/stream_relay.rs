@@ -7,7 +7,7 @@
 use std::convert::Infallible;
 
 use axum::body::Body;
-use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE};
 use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -27,6 +27,11 @@ where
             HeaderName::from_static("x-accel-buffering"),
             HeaderValue::from_static("no"),
         ),
+        // A stream's connection is not reused. When a browser aborts a keep-alive HTTP/1.1
+        // response, Chromium may drain the rest (up to ~16 KB) to reuse the socket instead of
+        // closing it, and the upstream would go on generating; a connection that cannot be reused
+        // is closed at once, which is what cancels the upstream request.
+        (CONNECTION, HeaderValue::from_static("close")),
     ];
     (headers, Body::from_stream(sse_frames(decoder, chunks))).into_response()
 }

@@ -5,13 +5,19 @@ use js_sys::{Promise, Reflect, Uint8Array};
 use switchyard_shared::{ApiError, ErrorCode, HttpRequest};
 use wasm_bindgen::{JsCast, JsValue, prelude::wasm_bindgen};
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{AbortSignal, DomException, ReadableStreamDefaultReader, Request, RequestInit};
+use web_sys::{
+    AbortController, AbortSignal, DomException, ReadableStreamDefaultReader, Request, RequestInit,
+};
 
 #[wasm_bindgen]
 extern "C" {
     /// The global `fetch`, which exists in windows, workers and Node alike.
     #[wasm_bindgen(js_name = fetch)]
     fn global_fetch(request: &Request) -> Promise;
+
+    /// `AbortSignal.any`: a signal that fires when any of the given ones does.
+    #[wasm_bindgen(js_namespace = AbortSignal, js_name = any)]
+    fn abort_signal_any(signals: &js_sys::Array) -> AbortSignal;
 }
 
 /// A response whose headers have arrived; the body is still to be read.
@@ -21,6 +27,8 @@ pub(crate) struct Response {
     /// The `Retry-After` header, when the server exposes it.
     pub retry_after: Option<String>,
     inner: web_sys::Response,
+    /// Aborts this request alone (the caller's signal aborts it too).
+    abort: AbortController,
 }
 
 /// Sends `req`; resolves once the response headers arrive.
@@ -36,9 +44,16 @@ pub(crate) async fn send(
     if let Some(body) = &req.body {
         init.set_body(&JsValue::from_str(body));
     }
-    if let Some(signal) = signal {
-        init.set_signal(Some(signal));
-    }
+    // Every request gets its own controller, so that stopping early can abort the request
+    // itself: cancelling only the body reader lets Chromium drain a small remaining body to keep
+    // the connection alive, and the server would go on generating.
+    let abort =
+        AbortController::new().map_err(|e| js_error("could not create an AbortController", &e))?;
+    let combined = match signal {
+        Some(user) => abort_signal_any(&js_sys::Array::of2(user, &abort.signal())),
+        None => abort.signal(),
+    };
+    init.set_signal(Some(&combined));
     let headers = web_sys::Headers::new().map_err(|e| js_error("could not build headers", &e))?;
     for (name, value) in &req.headers {
         headers
@@ -57,6 +72,7 @@ pub(crate) async fn send(
         status: inner.status(),
         retry_after,
         inner,
+        abort,
     })
 }
 
@@ -82,15 +98,17 @@ impl Response {
         let reader: ReadableStreamDefaultReader = body.get_reader().unchecked_into();
         Ok(BodyReader {
             reader,
+            abort: self.abort,
             done: false,
         })
     }
 }
 
-/// Reads a response body chunk by chunk; cancels the stream if dropped before its end, so the
-/// server sees the connection close.
+/// Reads a response body chunk by chunk; aborts the request if stopped or dropped before its
+/// end, so the server sees the connection close.
 pub(crate) struct BodyReader {
     reader: ReadableStreamDefaultReader,
+    abort: AbortController,
     done: bool,
 }
 
@@ -122,10 +140,11 @@ impl BodyReader {
         ))
     }
 
-    /// Stops reading and tells the server.
+    /// Stops reading and closes the connection, which tells the server to stop.
     pub fn cancel(&mut self) {
         if !self.done {
             self.done = true;
+            self.abort.abort();
             // The promise only reports when the cancellation completed; nothing waits for it.
             let _ = self.reader.cancel();
         }

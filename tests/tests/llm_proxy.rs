@@ -147,6 +147,9 @@ async fn error_of(
 async fn events_of(mut response: reqwest::Response) -> Vec<StreamEvent> {
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
+    // Browsers may drain an aborted keep-alive response instead of closing it; a stream's
+    // connection must close so that aborting it cancels the upstream.
+    assert_eq!(response.headers()["connection"], "close");
     let mut decoder = ChatStreamDecoder::new(WireFormat::Switchyard, None);
     let mut events = Vec::new();
     while let Some(chunk) = response.chunk().await.unwrap() {
