@@ -6,6 +6,7 @@
 
 pub mod chat;
 pub mod error;
+pub mod mcp;
 pub mod providers;
 pub mod route;
 pub mod sse;

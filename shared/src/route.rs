@@ -22,6 +22,22 @@ pub mod paths {
     pub const LLM_MODELS: &str = "/api/llm/models";
     /// `GET`: liveness.
     pub const HEALTH: &str = "/healthz";
+    /// `GET`: the configured MCP servers.
+    pub const MCP_SERVERS: &str = "/api/mcp/servers";
+    /// `GET ?server=NAME[&cursor=C]`: one page of a server's tools.
+    pub const MCP_LIST_TOOLS: &str = "/api/mcp/listTools";
+    /// `POST`: call a tool; answers its result.
+    pub const MCP_TOOL: &str = "/api/mcp/tool";
+    /// `POST`: call a tool; answers `text/event-stream` of progress, then the result.
+    pub const MCP_TOOL_STREAM: &str = "/api/mcp/tool/stream";
+    /// `GET ?server=NAME[&cursor=C]`: one page of a server's resources.
+    pub const MCP_LIST_RESOURCES: &str = "/api/mcp/listResources";
+    /// `POST`: read a resource.
+    pub const MCP_READ_RESOURCE: &str = "/api/mcp/readResource";
+    /// `GET ?server=NAME[&cursor=C]`: one page of a server's prompts.
+    pub const MCP_LIST_PROMPTS: &str = "/api/mcp/listPrompts";
+    /// `POST`: get a prompt with its arguments filled in.
+    pub const MCP_GET_PROMPT: &str = "/api/mcp/getPrompt";
 }
 
 /// An HTTP method.

@@ -27,7 +27,7 @@ pub fn cargo_bin_dir() -> PathBuf {
 /// PATH with the npm tools first: `wasm-opt` must be binaryen's npm build, never an older
 /// system one (Debian's 108 emits modules that fail to load).
 fn path_var() -> OsString {
-    let mut dirs = vec![root().join("sdk-wasm/node_modules/.bin"), cargo_bin_dir()];
+    let mut dirs = vec![root().join("node_modules/.bin"), cargo_bin_dir()];
     if let Some(path) = std::env::var_os("PATH") {
         dirs.extend(std::env::split_paths(&path));
     }

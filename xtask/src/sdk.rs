@@ -91,7 +91,7 @@ pub fn build_package() -> Result<Sizes> {
         std::fs::copy(js.join(f), pkg.join(f)).with_context(|| format!("copying js/{f}"))?;
     }
     run::status(
-        command(&crate_dir.join("node_modules/.bin/tsc").to_string_lossy())
+        command(&root().join("node_modules/.bin/tsc").to_string_lossy())
             .args(["-p", "tsconfig.json"])
             .current_dir(&pkg),
     )?;

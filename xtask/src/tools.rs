@@ -95,7 +95,7 @@ fn ensure_node() -> Result<()> {
 }
 
 fn ensure_npm_packages() -> Result<()> {
-    let dir = root().join("sdk-wasm");
+    let dir = root();
     let lock = dir.join("package-lock.json");
     let installed = dir.join("node_modules/.package-lock.json");
     let fresh = match (std::fs::metadata(&lock), std::fs::metadata(&installed)) {
@@ -105,7 +105,7 @@ fn ensure_npm_packages() -> Result<()> {
     if fresh {
         return Ok(());
     }
-    println!("    installing npm packages (binaryen, typescript, playwright-core)");
+    println!("    installing npm packages (binaryen, typescript, playwright-core, MCP servers)");
     run::status(
         command("npm")
             .args(["ci", "--no-audit", "--no-fund"])
