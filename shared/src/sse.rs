@@ -47,6 +47,10 @@ impl SseDecoder {
     /// Feeds bytes and calls `emit` for each event they complete; avoids a `Vec` per chunk.
     pub fn push_with(&mut self, chunk: &[u8], mut emit: impl FnMut(SseEvent)) {
         let mut rest = chunk;
+        // An empty chunk must not clear `after_cr`: the LF of a split CRLF may still come.
+        if rest.is_empty() {
+            return;
+        }
         if self.after_cr {
             self.after_cr = false;
             if let [b'\n', tail @ ..] = rest {
@@ -198,6 +202,16 @@ mod tests {
         assert!(d.push(b"event: x\n\n\n").is_empty());
         assert!(d.push(b"data: [DONE]").is_empty());
         assert!(d.has_partial_event());
+    }
+
+    #[test]
+    fn an_empty_chunk_inside_a_crlf_changes_nothing() {
+        let mut d = SseDecoder::new();
+        assert!(d.push(b"data: a\r").is_empty());
+        assert!(d.push(b"").is_empty());
+        assert_eq!(d.push(b"\ndata: b\r\n\r\n"), vec![ev("a\nb")]);
+        let mut whole = SseDecoder::new();
+        assert_eq!(whole.push(b"data: a\r\ndata: b\r\n\r\n"), vec![ev("a\nb")]);
     }
 
     #[test]

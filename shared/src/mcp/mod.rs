@@ -2,11 +2,13 @@
 //! Messages are `rmcp`'s model types, so both sides speak exactly what the spec defines.
 
 pub mod api;
+pub mod proxy_route;
 
 pub use api::{
     McpGetPrompt, McpListQuery, McpReadResource, McpServerInfo, McpServerList, McpToolCall,
     McpToolEvent, McpTransport,
 };
+pub use proxy_route::{McpProxyOp, McpToolStreamDecoder, decode_proxy_answer, proxy_request};
 
 use crate::error::{ApiError, ErrorCode};
 
