@@ -8,6 +8,8 @@ use switchyard_shared::{
     ApiError, ChatAccumulator, ChatRequest, ChatResponse, ChatStreamDecoder, ProviderEndpoint,
     RouteTable, StreamEvent,
 };
+
+use crate::mcp::{McpRoutes, McpServerEndpoint};
 use tsify::Tsify;
 use web_sys::AbortSignal;
 
@@ -28,7 +30,13 @@ pub enum ClientOptions {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DirectOptions {
     /// The providers, referred to in model ids as `"<name>/<model>"`.
+    #[serde(default)]
+    #[tsify(optional)]
     pub providers: Vec<ProviderEndpoint>,
+    /// MCP servers speaking Streamable HTTP, referred to by name.
+    #[serde(default)]
+    #[tsify(optional)]
+    pub mcp_servers: Vec<McpServerEndpoint>,
 }
 
 /// Options of proxy mode.
@@ -44,19 +52,39 @@ pub struct ProxyOptions {
 }
 
 /// A configured client.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClientCore {
     routes: RouteTable,
+    mcp: McpRoutes,
 }
 
 impl ClientCore {
-    /// Checks the options and builds the routing table for their mode.
+    /// Checks the options and builds the routing tables for their mode.
     pub fn new(options: ClientOptions) -> Result<Self, ApiError> {
-        let routes = match options {
-            ClientOptions::Direct(d) => RouteTable::direct(d.providers)?,
-            ClientOptions::Proxy(p) => RouteTable::proxy(&p.base_url, p.api_key)?,
+        let (routes, mcp) = match options {
+            ClientOptions::Direct(d) => (
+                RouteTable::direct(d.providers)?,
+                McpRoutes::direct(d.mcp_servers)?,
+            ),
+            ClientOptions::Proxy(p) => {
+                let routes = RouteTable::proxy(&p.base_url, p.api_key.clone())?;
+                let base_url = match &routes {
+                    RouteTable::Proxy { base_url, .. } => base_url.clone(),
+                    RouteTable::Direct { .. } => p.base_url,
+                };
+                let mcp = McpRoutes::Proxy {
+                    base_url,
+                    api_key: p.api_key,
+                };
+                (routes, mcp)
+            }
         };
-        Ok(ClientCore { routes })
+        Ok(ClientCore { routes, mcp })
+    }
+
+    /// The MCP side of the client.
+    pub fn mcp(&self) -> crate::mcp::McpClient<'_> {
+        crate::mcp::McpClient { routes: &self.mcp }
     }
 
     /// A complete chat answer.

@@ -77,6 +77,22 @@ pub(crate) async fn send(
 }
 
 impl Response {
+    /// Every header the browser lets the page see (lowercase names). Cross-origin, that is the
+    /// CORS-safelisted ones and those the server lists in `Access-Control-Expose-Headers`.
+    pub fn headers(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let Ok(Some(entries)) = js_sys::try_iter(&self.inner.headers()) else {
+            return out;
+        };
+        for entry in entries.flatten() {
+            let pair = js_sys::Array::from(&entry);
+            if let (Some(k), Some(v)) = (pair.get(0).as_string(), pair.get(1).as_string()) {
+                out.push((k.to_ascii_lowercase(), v));
+            }
+        }
+        out
+    }
+
     /// Reads the whole body.
     pub async fn bytes(self) -> Result<Vec<u8>, ApiError> {
         let promise = self

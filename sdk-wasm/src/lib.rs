@@ -5,9 +5,12 @@
 //! into the public face (`createClient`, async iterators, `Error` subclasses).
 
 mod client;
+mod direct_mcp;
 mod fetch;
+mod mcp;
 
 pub use client::{ChatStreamCore, ClientCore, ClientOptions, DirectOptions, ProxyOptions};
+pub use mcp::{McpClient, McpProgress, McpServerEndpoint};
 
 use switchyard_shared::{ApiError, ChatRequest, ChatResponse, StreamEvent};
 use tsify::Ts;
@@ -67,6 +70,118 @@ impl Client {
     }
 }
 
+#[wasm_bindgen]
+impl Client {
+    /// The MCP servers this client can use.
+    #[wasm_bindgen(js_name = mcpListServers, unchecked_return_type = "McpServerInfo[]")]
+    pub async fn mcp_list_servers(&self) -> Result<JsValue, JsValue> {
+        to_json_value(&self.core.mcp().list_servers().await.map_err(to_js)?)
+    }
+
+    /// Every tool of a server.
+    #[wasm_bindgen(js_name = mcpListTools, unchecked_return_type = "McpTool[]")]
+    pub async fn mcp_list_tools(&self, server: String) -> Result<JsValue, JsValue> {
+        to_json_value(&self.core.mcp().list_tools(&server).await.map_err(to_js)?)
+    }
+
+    /// Calls a tool; `on_progress` is called with each progress report.
+    #[wasm_bindgen(js_name = mcpCallTool, unchecked_return_type = "CallToolResult")]
+    pub async fn mcp_call_tool(
+        &self,
+        server: String,
+        name: String,
+        #[wasm_bindgen(unchecked_param_type = "Record<string, unknown> | undefined")]
+        arguments: JsValue,
+        signal: Option<AbortSignal>,
+        #[wasm_bindgen(unchecked_param_type = "((progress: McpProgress) => void) | undefined")]
+        on_progress: JsValue,
+    ) -> Result<JsValue, JsValue> {
+        let arguments = optional_object(arguments, "arguments")?;
+        let callback = on_progress.dyn_into::<js_sys::Function>().ok();
+        let report = |p: McpProgress| {
+            if let (Some(f), Ok(value)) = (&callback, to_json_value(&p)) {
+                // A throwing callback is the caller's bug; it must not abort the tool call.
+                let _ = f.call1(&JsValue::NULL, &value);
+            }
+        };
+        let call = switchyard_shared::mcp::McpToolCall {
+            server,
+            name,
+            arguments,
+        };
+        let result = self
+            .core
+            .mcp()
+            .call_tool(
+                call,
+                signal.as_ref(),
+                callback
+                    .is_some()
+                    .then_some(&report as &dyn Fn(McpProgress)),
+            )
+            .await
+            .map_err(to_js)?;
+        to_json_value(&result)
+    }
+
+    /// Every resource of a server.
+    #[wasm_bindgen(js_name = mcpListResources, unchecked_return_type = "McpResource[]")]
+    pub async fn mcp_list_resources(&self, server: String) -> Result<JsValue, JsValue> {
+        to_json_value(
+            &self
+                .core
+                .mcp()
+                .list_resources(&server)
+                .await
+                .map_err(to_js)?,
+        )
+    }
+
+    /// Reads a resource.
+    #[wasm_bindgen(js_name = mcpReadResource, unchecked_return_type = "ReadResourceResult")]
+    pub async fn mcp_read_resource(&self, server: String, uri: String) -> Result<JsValue, JsValue> {
+        to_json_value(
+            &self
+                .core
+                .mcp()
+                .read_resource(&server, &uri)
+                .await
+                .map_err(to_js)?,
+        )
+    }
+
+    /// Every prompt of a server.
+    #[wasm_bindgen(js_name = mcpListPrompts, unchecked_return_type = "McpPrompt[]")]
+    pub async fn mcp_list_prompts(&self, server: String) -> Result<JsValue, JsValue> {
+        to_json_value(&self.core.mcp().list_prompts(&server).await.map_err(to_js)?)
+    }
+
+    /// Gets a prompt with its arguments filled in.
+    #[wasm_bindgen(js_name = mcpGetPrompt, unchecked_return_type = "GetPromptResult")]
+    pub async fn mcp_get_prompt(
+        &self,
+        server: String,
+        name: String,
+        #[wasm_bindgen(unchecked_param_type = "Record<string, string> | undefined")]
+        arguments: JsValue,
+    ) -> Result<JsValue, JsValue> {
+        let arguments = optional_object(arguments, "arguments")?;
+        to_json_value(
+            &self
+                .core
+                .mcp()
+                .get_prompt(&server, &name, arguments)
+                .await
+                .map_err(to_js)?,
+        )
+    }
+}
+
+/// MCP's own result shapes, as the spec defines them (they come from `rmcp`, which has no
+/// TypeScript declarations of its own).
+#[wasm_bindgen(typescript_custom_section)]
+const MCP_TYPES: &str = include_str!("mcp_types.d.ts");
+
 /// A streamed answer; the TypeScript layer makes it `AsyncIterable`.
 #[wasm_bindgen]
 pub struct ChatStream {
@@ -103,9 +218,36 @@ fn parse_request(request: Ts<ChatRequest>) -> Result<ChatRequest, JsValue> {
 }
 
 fn to_ts<T: tsify::Tsify + serde::Serialize>(value: &T) -> Result<Ts<T>, JsValue> {
-    value.into_ts().map_err(|e| {
+    to_json_value(value).map(Ts::new_unchecked)
+}
+
+/// A value for JavaScript, through JSON (the same rules as on the wire).
+fn to_json_value<T: serde::Serialize>(value: &T) -> Result<JsValue, JsValue> {
+    let text = serde_json::to_string(value).map_err(|e| {
         to_js(ApiError::internal(format!(
             "could not convert the answer: {e}"
+        )))
+    })?;
+    js_sys::JSON::parse(&text)
+        .map_err(|_| to_js(ApiError::internal("could not convert the answer")))
+}
+
+/// A value from JavaScript, through JSON, so that the same `serde` rules apply as on the wire
+/// (`deny_unknown_fields` included); tsify's `to_rust` does the same for `Ts<T>` values.
+fn from_js<T: serde::de::DeserializeOwned>(value: JsValue) -> Result<T, String> {
+    let text = js_sys::JSON::stringify(&value)
+        .map_err(|_| "not serializable to JSON (a cycle, or a BigInt)".to_owned())?;
+    serde_json::from_str(&String::from(text)).map_err(|e| e.to_string())
+}
+
+/// `undefined`/`null`, or a plain object.
+fn optional_object(value: JsValue, what: &str) -> Result<Option<rmcp::model::JsonObject>, JsValue> {
+    if value.is_undefined() || value.is_null() {
+        return Ok(None);
+    }
+    from_js(value).map(Some).map_err(|e| {
+        to_js(ApiError::bad_request(format!(
+            "`{what}` must be an object: {e}"
         )))
     })
 }

@@ -39,6 +39,7 @@ enum Mode {
 fn client(mode: Mode) -> ClientCore {
     let options = match mode {
         Mode::Direct => ClientOptions::Direct(DirectOptions {
+            mcp_servers: Vec::new(),
             providers: vec![ProviderEndpoint {
                 name: "fake".into(),
                 kind: ProviderKind::OpenAi,
@@ -388,6 +389,7 @@ in_both_modes!(
 #[wasm_bindgen_test]
 async fn direct_mode_reports_an_unreachable_provider_as_a_network_error() {
     let client = ClientCore::new(ClientOptions::Direct(DirectOptions {
+        mcp_servers: Vec::new(),
         providers: vec![ProviderEndpoint {
             name: "down".into(),
             kind: ProviderKind::OpenAi,
@@ -425,6 +427,7 @@ fn invalid_options_are_refused() {
         base_url: "localhost:3001".into(),
         api_key: None,
     }))
-    .unwrap_err();
+    .err()
+    .expect("refused");
     assert_eq!(e.code, ErrorCode::BadRequest);
 }

@@ -1,12 +1,20 @@
 // The idiomatic face over the wasm exports: `Error` subclasses, async iteration and lazy start-up.
 // All request logic lives in Rust; this file only adapts shapes.
 import type {
+  CallToolResult,
   ChatRequest,
   ChatResponse,
   ChatStream as WasmChatStream,
   Client as WasmClient,
   ClientOptions,
   ErrorCode,
+  GetPromptResult,
+  McpProgress,
+  McpPrompt,
+  McpResource,
+  McpServerInfo,
+  McpTool,
+  ReadResourceResult,
   StreamEvent,
 } from "./wasm/web/switchyard_client.js";
 
@@ -138,10 +146,70 @@ export class ChatStream implements AsyncIterable<StreamEvent> {
   }
 }
 
+/** Options of a tool call. */
+export interface CallToolOptions extends RequestOptions {
+  /** Called with each progress report of a long-running tool. */
+  onProgress?: (progress: McpProgress) => void;
+}
+
+/** MCP servers: tools, resources and prompts, the same calls in both modes. */
+export class McpApi {
+  readonly #client: Promise<WasmClient>;
+
+  /** @internal */
+  constructor(client: Promise<WasmClient>) {
+    this.#client = client;
+  }
+
+  /** The servers this client can use. */
+  listServers(): Promise<McpServerInfo[]> {
+    return guarded(async () => (await this.#client).mcpListServers());
+  }
+
+  /** Every tool of `server` (all pages). */
+  listTools(server: string): Promise<McpTool[]> {
+    return guarded(async () => (await this.#client).mcpListTools(server));
+  }
+
+  /** Calls a tool. Aborting `signal` cancels the call on the server too. */
+  callTool(
+    server: string,
+    name: string,
+    args?: Record<string, unknown>,
+    options: CallToolOptions = {},
+  ): Promise<CallToolResult> {
+    return guarded(async () =>
+      (await this.#client).mcpCallTool(server, name, args, options.signal, options.onProgress),
+    );
+  }
+
+  /** Every resource of `server` (all pages). */
+  listResources(server: string): Promise<McpResource[]> {
+    return guarded(async () => (await this.#client).mcpListResources(server));
+  }
+
+  /** Reads a resource. */
+  readResource(server: string, uri: string): Promise<ReadResourceResult> {
+    return guarded(async () => (await this.#client).mcpReadResource(server, uri));
+  }
+
+  /** Every prompt of `server` (all pages). */
+  listPrompts(server: string): Promise<McpPrompt[]> {
+    return guarded(async () => (await this.#client).mcpListPrompts(server));
+  }
+
+  /** Gets a prompt with its arguments filled in. */
+  getPrompt(server: string, name: string, args?: Record<string, string>): Promise<GetPromptResult> {
+    return guarded(async () => (await this.#client).mcpGetPrompt(server, name, args));
+  }
+}
+
 /** A client: the same interface in `"direct"` and `"proxy"` mode. */
 export class SwitchyardClient {
   /** The mode this client was created with. */
   readonly mode: ClientOptions["mode"];
+  /** MCP servers: tools, resources and prompts. */
+  readonly mcp: McpApi;
   readonly #client: Promise<WasmClient>;
 
   /** @internal */
@@ -150,6 +218,7 @@ export class SwitchyardClient {
     this.#client = load().then((wasm) => new wasm.Client(options));
     // Invalid options reject every call with the same error; never an unhandled rejection.
     this.#client.catch(() => undefined);
+    this.mcp = new McpApi(this.#client);
   }
 
   /** Resolves once the wasm module is loaded and the options are checked. */
@@ -172,6 +241,7 @@ export class SwitchyardClient {
 
 export type {
   AssistantMessage,
+  CallToolResult,
   ChatRequest,
   ChatResponse,
   ClientOptions,
@@ -180,10 +250,25 @@ export type {
   DirectOptions,
   ErrorCode,
   FinishReason,
+  GetPromptResult,
+  McpContentBlock,
+  McpMeta,
+  McpProgress,
+  McpPrompt,
+  McpPromptArgument,
+  McpPromptMessage,
+  McpResource,
+  McpResourceContents,
+  McpServerEndpoint,
+  McpServerInfo,
+  McpTool,
+  McpToolAnnotations,
+  McpTransport,
   Message,
   ProviderEndpoint,
   ProviderKind,
   ProxyOptions,
+  ReadResourceResult,
   StreamEvent,
   ToolCall,
   ToolChoice,

@@ -2,12 +2,17 @@
 //! Messages are `rmcp`'s model types, so both sides speak exactly what the spec defines.
 
 pub mod api;
+pub mod client;
+pub mod headers;
+mod jsonrpc;
 pub mod proxy_route;
+mod response;
 
 pub use api::{
     McpGetPrompt, McpListQuery, McpReadResource, McpServerInfo, McpServerList, McpToolCall,
     McpToolEvent, McpTransport,
 };
+pub use client::{McpCall, McpHttpClient, SessionDelete, Step};
 pub use proxy_route::{McpProxyOp, McpToolStreamDecoder, decode_proxy_answer, proxy_request};
 
 use crate::error::{ApiError, ErrorCode};

@@ -1,0 +1,402 @@
+//! MCP in Rust terms: list and call tools, read resources, get prompts, the same in both modes.
+//! Direct mode drives `shared`'s sans-IO Streamable HTTP client (one session per server) over
+//! `fetch`; proxy mode calls the proxy's `/api/mcp/*` routes, described in `shared` too.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use rmcp::model::{
+    CallToolResult, GetPromptResult, JsonObject, ListPromptsResult, ListResourcesResult,
+    ListToolsResult, Prompt, ReadResourceResult, Resource, Tool,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use switchyard_shared::mcp::{
+    McpCall, McpGetPrompt, McpHttpClient, McpProxyOp, McpReadResource, McpServerInfo,
+    McpServerList, McpToolCall, McpToolEvent, McpToolStreamDecoder, McpTransport,
+    decode_proxy_answer, proxy_request,
+};
+use switchyard_shared::{ApiError, ErrorCode, HttpRequest};
+use tsify::Tsify;
+use web_sys::AbortSignal;
+
+use crate::direct_mcp::DirectMcpServer;
+use crate::fetch;
+
+/// An MCP server the browser reaches itself (Streamable HTTP).
+#[derive(Debug, Clone, Serialize, Deserialize, Tsify)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct McpServerEndpoint {
+    /// The name calls refer to.
+    pub name: String,
+    /// The Streamable HTTP endpoint, e.g. `https://example.com/mcp`.
+    pub url: String,
+    /// Extra headers sent with every request (e.g. `Authorization`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[tsify(optional, type = "Record<string, string>")]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// A progress report of a running tool call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Tsify)]
+pub struct McpProgress {
+    /// Progress so far; increases with every report.
+    pub progress: f64,
+    /// The total, when the server knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[tsify(optional)]
+    pub total: Option<f64>,
+    /// A human-readable note.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[tsify(optional)]
+    pub message: Option<String>,
+}
+
+/// Servers in one mode or the other.
+#[derive(Clone)]
+pub(crate) enum McpRoutes {
+    /// The browser's own sessions, by server name.
+    Direct(Rc<Vec<DirectMcpServer>>),
+    /// Through the proxy.
+    Proxy {
+        base_url: String,
+        api_key: Option<String>,
+    },
+}
+
+/// MCP operations of a client (`ClientCore::mcp`).
+pub struct McpClient<'a> {
+    pub(crate) routes: &'a McpRoutes,
+}
+
+impl McpClient<'_> {
+    /// The servers this client can use.
+    pub async fn list_servers(&self) -> Result<Vec<McpServerInfo>, ApiError> {
+        self.routes.list_servers().await
+    }
+
+    /// Every tool of `server` (all pages).
+    pub async fn list_tools(&self, server: &str) -> Result<Vec<Tool>, ApiError> {
+        self.routes.list_tools(server).await
+    }
+
+    /// Calls a tool; `on_progress` receives progress reports as they arrive.
+    pub async fn call_tool(
+        &self,
+        call: McpToolCall,
+        signal: Option<&AbortSignal>,
+        on_progress: Option<&dyn Fn(McpProgress)>,
+    ) -> Result<CallToolResult, ApiError> {
+        self.routes.call_tool(call, signal, on_progress).await
+    }
+
+    /// Every resource of `server` (all pages).
+    pub async fn list_resources(&self, server: &str) -> Result<Vec<Resource>, ApiError> {
+        self.routes.list_resources(server).await
+    }
+
+    /// Reads one resource.
+    pub async fn read_resource(
+        &self,
+        server: &str,
+        uri: &str,
+    ) -> Result<ReadResourceResult, ApiError> {
+        self.routes.read_resource(server, uri).await
+    }
+
+    /// Every prompt of `server` (all pages).
+    pub async fn list_prompts(&self, server: &str) -> Result<Vec<Prompt>, ApiError> {
+        self.routes.list_prompts(server).await
+    }
+
+    /// Gets a prompt with its arguments filled in.
+    pub async fn get_prompt(
+        &self,
+        server: &str,
+        name: &str,
+        arguments: Option<JsonObject>,
+    ) -> Result<GetPromptResult, ApiError> {
+        self.routes.get_prompt(server, name, arguments).await
+    }
+}
+
+/// A lister that never ends (a server repeating a cursor) must not hang the page.
+const MAX_PAGES: usize = 1000;
+
+/// One page of a paginated MCP list, and how direct mode asks for it.
+trait Page: DeserializeOwned {
+    type Item;
+    fn into_parts(self) -> (Vec<Self::Item>, Option<String>);
+    fn request(client: &McpHttpClient, cursor: Option<String>) -> McpCall<Self>;
+}
+
+macro_rules! page {
+    ($result:ty, $field:ident, $item:ty, $method:ident) => {
+        impl Page for $result {
+            type Item = $item;
+            fn into_parts(self) -> (Vec<$item>, Option<String>) {
+                (self.$field, self.next_cursor)
+            }
+            fn request(client: &McpHttpClient, cursor: Option<String>) -> McpCall<Self> {
+                client.$method(cursor)
+            }
+        }
+    };
+}
+page!(ListToolsResult, tools, Tool, list_tools);
+page!(ListResourcesResult, resources, Resource, list_resources);
+page!(ListPromptsResult, prompts, Prompt, list_prompts);
+
+/// Which list a paginated call reads.
+#[derive(Clone, Copy)]
+enum ListKind {
+    Tools,
+    Resources,
+    Prompts,
+}
+
+impl McpRoutes {
+    /// Checks the direct-mode servers.
+    pub(crate) fn direct(servers: Vec<McpServerEndpoint>) -> Result<Self, ApiError> {
+        let mut out: Vec<DirectMcpServer> = Vec::with_capacity(servers.len());
+        for s in servers {
+            if s.name.is_empty() || out.iter().any(|o| o.name() == s.name) {
+                return Err(ApiError::bad_request(format!(
+                    "MCP server names must be unique and non-empty, got {:?}",
+                    s.name
+                )));
+            }
+            out.push(DirectMcpServer::new(s)?);
+        }
+        Ok(McpRoutes::Direct(Rc::new(out)))
+    }
+
+    fn direct_server(servers: &[DirectMcpServer], name: &str) -> Result<DirectMcpServer, ApiError> {
+        servers
+            .iter()
+            .find(|s| s.name() == name)
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::NotFound,
+                    format!("no MCP server named {name:?} is configured"),
+                )
+            })
+    }
+
+    fn proxy(&self) -> Option<(&str, Option<&str>)> {
+        match self {
+            McpRoutes::Proxy { base_url, api_key } => Some((base_url, api_key.as_deref())),
+            McpRoutes::Direct(_) => None,
+        }
+    }
+
+    /// The servers this client can use.
+    pub(crate) async fn list_servers(&self) -> Result<Vec<McpServerInfo>, ApiError> {
+        match self {
+            McpRoutes::Direct(servers) => Ok(servers
+                .iter()
+                .map(|s| McpServerInfo {
+                    name: s.name().to_owned(),
+                    transport: McpTransport::StreamableHttp,
+                })
+                .collect()),
+            McpRoutes::Proxy { base_url, api_key } => {
+                let req = proxy_request(base_url, api_key.as_deref(), &McpProxyOp::ListServers);
+                let list: McpServerList = proxy_json(&req, None).await?;
+                Ok(list.servers)
+            }
+        }
+    }
+
+    async fn list_all<P: Page>(
+        &self,
+        server: &str,
+        kind: ListKind,
+    ) -> Result<Vec<P::Item>, ApiError> {
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let page: P = match self {
+                McpRoutes::Direct(servers) => {
+                    let s = Self::direct_server(servers, server)?;
+                    let c = cursor.take();
+                    s.run(|client| P::request(client, c), None, None).await?
+                }
+                McpRoutes::Proxy { base_url, api_key } => {
+                    let c = cursor.as_deref();
+                    let op = match kind {
+                        ListKind::Tools => McpProxyOp::ListTools { server, cursor: c },
+                        ListKind::Resources => McpProxyOp::ListResources { server, cursor: c },
+                        ListKind::Prompts => McpProxyOp::ListPrompts { server, cursor: c },
+                    };
+                    proxy_json(&proxy_request(base_url, api_key.as_deref(), &op), None).await?
+                }
+            };
+            let (mut page_items, next) = page.into_parts();
+            items.append(&mut page_items);
+            match next.filter(|c| !c.is_empty()) {
+                Some(c) => cursor = Some(c),
+                None => return Ok(items),
+            }
+        }
+        Err(ApiError::new(
+            ErrorCode::UpstreamError,
+            format!("the MCP server {server:?} returned more than {MAX_PAGES} pages"),
+        ))
+    }
+
+    /// Every tool of `server` (all pages).
+    pub(crate) async fn list_tools(&self, server: &str) -> Result<Vec<Tool>, ApiError> {
+        self.list_all::<ListToolsResult>(server, ListKind::Tools)
+            .await
+    }
+
+    /// Every resource of `server` (all pages).
+    pub(crate) async fn list_resources(&self, server: &str) -> Result<Vec<Resource>, ApiError> {
+        self.list_all::<ListResourcesResult>(server, ListKind::Resources)
+            .await
+    }
+
+    /// Every prompt of `server` (all pages).
+    pub(crate) async fn list_prompts(&self, server: &str) -> Result<Vec<Prompt>, ApiError> {
+        self.list_all::<ListPromptsResult>(server, ListKind::Prompts)
+            .await
+    }
+
+    /// Calls a tool; `on_progress` receives progress reports as they arrive.
+    pub(crate) async fn call_tool(
+        &self,
+        call: McpToolCall,
+        signal: Option<&AbortSignal>,
+        on_progress: Option<&dyn Fn(McpProgress)>,
+    ) -> Result<CallToolResult, ApiError> {
+        match self {
+            McpRoutes::Direct(servers) => {
+                let s = Self::direct_server(servers, &call.server)?;
+                s.call_tool(&call.name, call.arguments, signal, on_progress)
+                    .await
+            }
+            McpRoutes::Proxy { base_url, api_key } => {
+                let stream = on_progress.is_some();
+                let op = McpProxyOp::CallTool {
+                    call: &call,
+                    stream,
+                };
+                let req = proxy_request(base_url, api_key.as_deref(), &op);
+                match on_progress {
+                    None => proxy_json(&req, signal).await,
+                    Some(report) => proxy_tool_stream(&req, signal, report).await,
+                }
+            }
+        }
+    }
+
+    /// Reads one resource.
+    pub(crate) async fn read_resource(
+        &self,
+        server: &str,
+        uri: &str,
+    ) -> Result<ReadResourceResult, ApiError> {
+        match self {
+            McpRoutes::Direct(servers) => {
+                Self::direct_server(servers, server)?
+                    .read_resource(uri)
+                    .await
+            }
+            McpRoutes::Proxy { .. } => {
+                let body = McpReadResource {
+                    server: server.to_owned(),
+                    uri: uri.to_owned(),
+                };
+                self.proxy_call(&McpProxyOp::ReadResource(&body)).await
+            }
+        }
+    }
+
+    /// Gets a prompt with its arguments filled in.
+    pub(crate) async fn get_prompt(
+        &self,
+        server: &str,
+        name: &str,
+        arguments: Option<JsonObject>,
+    ) -> Result<GetPromptResult, ApiError> {
+        match self {
+            McpRoutes::Direct(servers) => {
+                Self::direct_server(servers, server)?
+                    .get_prompt(name, arguments)
+                    .await
+            }
+            McpRoutes::Proxy { .. } => {
+                let body = McpGetPrompt {
+                    server: server.to_owned(),
+                    name: name.to_owned(),
+                    arguments,
+                };
+                self.proxy_call(&McpProxyOp::GetPrompt(&body)).await
+            }
+        }
+    }
+
+    async fn proxy_call<T: DeserializeOwned>(&self, op: &McpProxyOp<'_>) -> Result<T, ApiError> {
+        let (base_url, api_key) = self
+            .proxy()
+            .ok_or_else(|| ApiError::internal("proxy route used in direct mode"))?;
+        proxy_json(&proxy_request(base_url, api_key, op), None).await
+    }
+}
+
+async fn proxy_json<T: DeserializeOwned>(
+    req: &HttpRequest,
+    signal: Option<&AbortSignal>,
+) -> Result<T, ApiError> {
+    let resp = fetch::send(req, signal).await?;
+    let (status, retry_after) = (resp.status, resp.retry_after.clone());
+    let body = resp.bytes().await?;
+    decode_proxy_answer(status, retry_after.as_deref(), &body)
+}
+
+async fn proxy_tool_stream(
+    req: &HttpRequest,
+    signal: Option<&AbortSignal>,
+    report: &dyn Fn(McpProgress),
+) -> Result<CallToolResult, ApiError> {
+    let resp = fetch::send(req, signal).await?;
+    if !(200..300).contains(&resp.status) {
+        let (status, retry_after) = (resp.status, resp.retry_after.clone());
+        let body = resp.bytes().await?;
+        return decode_proxy_answer(status, retry_after.as_deref(), &body);
+    }
+    let mut reader = resp.into_reader()?;
+    let mut decoder = McpToolStreamDecoder::new();
+    loop {
+        let chunk = reader.next_chunk().await?;
+        let ended = chunk.is_none();
+        let events = match chunk {
+            Some(chunk) => decoder.push(&chunk),
+            None => decoder.finish().into_iter().collect(),
+        };
+        for event in events {
+            match event {
+                McpToolEvent::Progress {
+                    progress,
+                    total,
+                    message,
+                } => report(McpProgress {
+                    progress,
+                    total,
+                    message,
+                }),
+                McpToolEvent::Result { result } => return Ok(result),
+                McpToolEvent::Error { error } => return Err(error),
+            }
+        }
+        if ended {
+            // `finish` reports a missing result once; never read past the end again.
+            return Err(ApiError::new(
+                ErrorCode::StreamInterrupted,
+                "the tool call's stream ended before its result",
+            ));
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! MCP from the browser, directly (Streamable HTTP) and through the proxy, against the reference
+//! server `@modelcontextprotocol/server-everything` (session-based, up to 2025-11-25) and an rmcp
+//! server speaking the stateless 2026-07-28 revision. Every case runs in both modes.
+
+#![cfg(target_arch = "wasm32")]
+
+use std::cell::RefCell;
+
+use rmcp::model::CallToolResult;
+use switchyard_sdk_wasm::{
+    ClientCore, ClientOptions, DirectOptions, McpServerEndpoint, ProxyOptions,
+};
+use switchyard_shared::ErrorCode;
+use switchyard_shared::mcp::McpToolCall;
+use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+fn setting(value: Option<&'static str>, name: &str) -> &'static str {
+    value.unwrap_or_else(|| {
+        panic!("{name} is not set; run the browser tests with `cargo xtask test`")
+    })
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    Direct,
+    Proxy,
+}
+
+/// Both modes know the same two servers by the same names: `everything` and `stateless`.
+fn client(mode: Mode) -> ClientCore {
+    let options = match mode {
+        Mode::Direct => ClientOptions::Direct(DirectOptions {
+            providers: Vec::new(),
+            mcp_servers: vec![
+                McpServerEndpoint {
+                    name: "everything".into(),
+                    url: setting(
+                        option_env!("SWITCHYARD_TEST_MCP_EVERYTHING"),
+                        "SWITCHYARD_TEST_MCP_EVERYTHING",
+                    )
+                    .into(),
+                    headers: Default::default(),
+                },
+                McpServerEndpoint {
+                    name: "stateless".into(),
+                    url: setting(
+                        option_env!("SWITCHYARD_TEST_MCP_STATELESS"),
+                        "SWITCHYARD_TEST_MCP_STATELESS",
+                    )
+                    .into(),
+                    headers: Default::default(),
+                },
+            ],
+        }),
+        Mode::Proxy => ClientOptions::Proxy(ProxyOptions {
+            base_url: setting(
+                option_env!("SWITCHYARD_TEST_PROXY"),
+                "SWITCHYARD_TEST_PROXY",
+            )
+            .into(),
+            api_key: None,
+        }),
+    };
+    ClientCore::new(options).expect("valid options")
+}
+
+fn call(server: &str, name: &str, arguments: serde_json::Value) -> McpToolCall {
+    McpToolCall {
+        server: server.into(),
+        name: name.into(),
+        arguments: arguments.as_object().cloned(),
+    }
+}
+
+fn text_of(result: &CallToolResult) -> String {
+    result
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.as_str()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cases, each run in both modes.
+
+async fn servers_are_listed(mode: Mode) {
+    let servers = client(mode).mcp().list_servers().await.unwrap();
+    for name in ["everything", "stateless"] {
+        assert!(
+            servers.iter().any(|s| s.name == name),
+            "{name} in {servers:?}"
+        );
+    }
+}
+
+async fn tools_are_listed(mode: Mode) {
+    let client = client(mode);
+    let tools = client.mcp().list_tools("everything").await.unwrap();
+    for name in ["echo", "get-sum", "trigger-long-running-operation"] {
+        assert!(tools.iter().any(|t| t.name == name), "{name} missing");
+    }
+    let echo = tools.iter().find(|t| t.name == "echo").unwrap();
+    assert_eq!(
+        echo.input_schema.get("type").and_then(|v| v.as_str()),
+        Some("object")
+    );
+}
+
+async fn tools_are_called(mode: Mode) {
+    let client = client(mode);
+    let r = client
+        .mcp()
+        .call_tool(
+            call("everything", "echo", serde_json::json!({"message": "hi"})),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(text_of(&r), "Echo: hi");
+    assert_ne!(r.is_error, Some(true));
+    let r = client
+        .mcp()
+        .call_tool(
+            call("everything", "get-sum", serde_json::json!({"a": 2, "b": 3})),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(text_of(&r).contains('5'), "{}", text_of(&r));
+}
+
+async fn progress_is_reported_while_a_tool_runs(mode: Mode) {
+    let seen = RefCell::new(Vec::new());
+    let report = |p: switchyard_sdk_wasm::McpProgress| seen.borrow_mut().push(p.progress);
+    let r = client(mode)
+        .mcp()
+        .call_tool(
+            call(
+                "everything",
+                "trigger-long-running-operation",
+                serde_json::json!({"duration": 1, "steps": 3}),
+            ),
+            None,
+            Some(&report),
+        )
+        .await
+        .unwrap();
+    assert_ne!(r.is_error, Some(true), "{}", text_of(&r));
+    let seen = seen.into_inner();
+    assert!(seen.len() >= 2, "progress reports: {seen:?}");
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "progress increases: {seen:?}"
+    );
+}
+
+async fn resources_are_listed_and_read(mode: Mode) {
+    let client = client(mode);
+    let resources = client.mcp().list_resources("everything").await.unwrap();
+    assert!(resources.len() >= 7, "{} resources", resources.len());
+    let first = &resources[0];
+    let read = client
+        .mcp()
+        .read_resource("everything", &first.uri)
+        .await
+        .unwrap();
+    let json = serde_json::to_value(&read).unwrap();
+    assert_eq!(json["contents"][0]["uri"], first.uri.as_str());
+    assert!(
+        json["contents"][0]["text"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty())
+    );
+}
+
+async fn prompts_are_listed_and_filled(mode: Mode) {
+    let client = client(mode);
+    let prompts = client.mcp().list_prompts("everything").await.unwrap();
+    assert!(prompts.iter().any(|p| p.name == "args-prompt"));
+    let args = serde_json::json!({"city": "Paris"}).as_object().cloned();
+    let prompt = client
+        .mcp()
+        .get_prompt("everything", "args-prompt", args)
+        .await
+        .unwrap();
+    let json = serde_json::to_value(&prompt).unwrap();
+    assert!(
+        json["messages"][0]["content"]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Paris"),
+        "{json}"
+    );
+}
+
+async fn unknown_servers_and_tools_are_not_found(mode: Mode) {
+    let client = client(mode);
+    let e = client.mcp().list_tools("nope").await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::NotFound);
+    let e = client
+        .mcp()
+        .call_tool(
+            call("everything", "no-such-tool", serde_json::json!({})),
+            None,
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::NotFound);
+    assert!(e.message.contains("no-such-tool"), "{}", e.message);
+}
+
+async fn aborting_a_tool_call_rejects_with_aborted(mode: Mode) {
+    let controller = web_sys::AbortController::new().unwrap();
+    let client = client(mode);
+    let mcp = client.mcp();
+    let signal = controller.signal();
+    let pending = mcp.call_tool(
+        call(
+            "everything",
+            "trigger-long-running-operation",
+            serde_json::json!({"duration": 5, "steps": 5}),
+        ),
+        Some(&signal),
+        None,
+    );
+    let abort_soon = async {
+        sleep_ms(300).await;
+        controller.abort();
+    };
+    let (result, ()) = futures_join(pending, abort_soon).await;
+    assert_eq!(result.unwrap_err().code, ErrorCode::Aborted);
+}
+
+async fn the_stateless_revision_works_like_the_others(mode: Mode) {
+    let client = client(mode);
+    let tools = client.mcp().list_tools("stateless").await.unwrap();
+    assert!(tools.iter().any(|t| t.name == "echo"), "{tools:?}");
+    let r = client
+        .mcp()
+        .call_tool(
+            call("stateless", "echo", serde_json::json!({"message": "hi"})),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(text_of(&r), "Echo: hi");
+}
+
+async fn sleep_ms(ms: i32) {
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        web_sys::window()
+            .expect("a window")
+            .set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms)
+            .expect("timer");
+    });
+    wasm_bindgen_futures::JsFuture::from(promise)
+        .await
+        .expect("sleep");
+}
+
+/// Runs two futures to completion together (the browser has one thread).
+async fn futures_join<A: std::future::Future, B: std::future::Future>(
+    a: A,
+    b: B,
+) -> (A::Output, B::Output) {
+    futures::future::join(a, b).await
+}
+
+macro_rules! in_both_modes {
+    ($($case:ident),* $(,)?) => {
+        mod direct {
+            $(
+                #[super::wasm_bindgen_test]
+                async fn $case() {
+                    super::$case(super::Mode::Direct).await
+                }
+            )*
+        }
+        mod proxy {
+            $(
+                #[super::wasm_bindgen_test]
+                async fn $case() {
+                    super::$case(super::Mode::Proxy).await
+                }
+            )*
+        }
+    };
+}
+
+in_both_modes!(
+    servers_are_listed,
+    tools_are_listed,
+    tools_are_called,
+    progress_is_reported_while_a_tool_runs,
+    resources_are_listed_and_read,
+    prompts_are_listed_and_filled,
+    unknown_servers_and_tools_are_not_found,
+    aborting_a_tool_call_rejects_with_aborted,
+    the_stateless_revision_works_like_the_others,
+);
+
+/// Only the proxy reaches a stdio server.
+#[wasm_bindgen_test]
+async fn proxy_mode_reaches_a_stdio_server() {
+    let r = client(Mode::Proxy)
+        .mcp()
+        .call_tool(
+            call(
+                "everything-stdio",
+                "echo",
+                serde_json::json!({"message": "via stdio"}),
+            ),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(text_of(&r), "Echo: via stdio");
+}
