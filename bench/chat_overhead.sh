@@ -21,19 +21,23 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-# Starts "$@" in the background and prints the origin it announces ("listening on ORIGIN").
+# Starts "$@" in the background and sets $origin to the origin it announces ("listening on
+# ORIGIN"). Not run in a command substitution: its subshell would keep the pid from the cleanup.
 start() {
   local out="$work/$1.out"; shift
   "$@" >"$out" 2>"$out.err" &
   pids+=("$!")
+  origin=""
   for _ in $(seq 1 100); do
-    if grep -q '^listening on ' "$out"; then sed -n 's/^listening on //p' "$out"; return; fi
+    origin="$(sed -n 's/^listening on //p' "$out" | head -n 1)"
+    if [[ -n "$origin" ]]; then return; fi
     sleep 0.1
   done
   echo "did not start: $*" >&2; cat "$out.err" >&2; exit 1
 }
 
-upstream="$(start fake-llm target/release/fake-llm --listen 127.0.0.1:0 --api-key "$key")/v1"
+start fake-llm target/release/fake-llm --listen 127.0.0.1:0 --api-key "$key"
+upstream="$origin/v1"
 cat >"$work/proxy.toml" <<TOML
 [server]
 listen = "127.0.0.1:0"
@@ -43,7 +47,8 @@ kind = "openai"
 base_url = "$upstream"
 api_key_env = "BENCH_UPSTREAM_KEY"
 TOML
-proxy="$(BENCH_UPSTREAM_KEY="$key" start proxy target/release/switchyard serve --config "$work/proxy.toml")"
+BENCH_UPSTREAM_KEY="$key" start proxy target/release/switchyard serve --config "$work/proxy.toml"
+proxy="$origin"
 echo "==> upstream $upstream, proxy $proxy"
 
 target/release/chat-latency --upstream "$upstream" --upstream-key "$key" --proxy "$proxy" \

@@ -1,7 +1,9 @@
 //! The proxy's configuration file (TOML): what it listens on, how long it waits for upstreams, and
 //! which providers it may reach. Everything is checked here, at start-up, so that a mistake is
 //! reported once with the file, the key and the problem, and never surfaces later as a request
-//! failure.
+//! failure. The `[[mcp_servers]]` entries are checked in `config/mcp.rs`.
+
+mod mcp;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -11,6 +13,8 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 use switchyard_shared::ProviderKind;
+
+pub use mcp::{McpServerConfig, PASSED_THROUGH_ENV};
 
 /// The whole configuration; `Config::default()` runs with no providers.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -25,6 +29,9 @@ pub struct Config {
     /// The LLM providers clients may name (`"<provider>/<model>"`).
     #[serde(default)]
     pub providers: Vec<ProviderConfig>,
+    /// The MCP servers clients may name (a separate namespace from providers).
+    #[serde(default)]
+    pub mcp_servers: Vec<McpServerConfig>,
 }
 
 /// The `[server]` table.
@@ -178,6 +185,7 @@ impl Config {
         for (i, provider) in config.providers.iter_mut().enumerate() {
             provider.api_key = read_api_key(provider, origin, i)?;
         }
+        mcp::check_and_resolve(&mut config.mcp_servers, origin)?;
         Ok(config)
     }
 

@@ -1,5 +1,5 @@
-//! The Switchyard proxy: an axum server that lets browsers reach LLM APIs through upstreams named
-//! in its configuration, holding their keys.
+//! The Switchyard proxy: an axum server that lets browsers reach LLM APIs and MCP servers through
+//! upstreams named in its configuration, holding their keys.
 //!
 //! Request and response formats, provider translation and the error taxonomy all come from
 //! `switchyard-shared`; this crate only moves bytes (see `upstream`) and adds the server concerns
@@ -11,6 +11,7 @@ pub mod config;
 mod error;
 mod extract;
 mod layers;
+pub mod mcp;
 mod routes;
 pub mod shutdown;
 mod state;
@@ -45,10 +46,12 @@ pub async fn serve_until(
     if config.providers.is_empty() {
         tracing::warn!("no providers are configured: every chat request will be answered 404");
     }
-    let app = router(AppState::new(&config)?);
+    let state = AppState::new(&config)?;
+    let app = router(state.clone());
 
     tracing::info!(%addr, "serving");
-    shutdown::serve_draining(listener, app, stop)
-        .await
-        .context("server failed")
+    let served = shutdown::serve_draining(listener, app, stop).await;
+    // Stdio MCP servers are child processes: stop them before the proxy exits.
+    state.mcp().shutdown().await;
+    served.context("server failed")
 }

@@ -88,9 +88,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Logs go to stderr, so that stdout carries only the `listening on` line. `RUST_LOG` overrides
-/// the default level (info).
+/// the default: info, except rmcp's own info lines, which repeat every MCP notification with its
+/// payload (user content) and are only wanted when debugging it.
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rmcp=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -1,5 +1,6 @@
 //! Everything the handlers share, created once at start-up from the configuration: the upstream
-//! client, the route table and the settings the layers need. Handlers never read the config file.
+//! client, the route table, the MCP session pool and the settings the layers need. Handlers never
+//! read the config file.
 
 use std::sync::Arc;
 
@@ -8,6 +9,7 @@ use secrecy::ExposeSecret;
 use switchyard_shared::{ModelList, ProviderEndpoint, ProviderInfo, RouteTable};
 
 use crate::config::{Config, ServerConfig};
+use crate::mcp::McpPool;
 use crate::upstream::Upstream;
 
 /// Shared, cheaply clonable application state.
@@ -21,6 +23,7 @@ struct Inner {
     routes: RouteTable,
     upstream: Upstream,
     models: ModelList,
+    mcp: McpPool,
     server: ServerConfig,
 }
 
@@ -57,6 +60,7 @@ impl AppState {
                 routes,
                 upstream,
                 models,
+                mcp: McpPool::new(&config.mcp_servers),
                 server: config.server.clone(),
             }),
         })
@@ -75,6 +79,11 @@ impl AppState {
     /// What `GET /api/llm/models` answers.
     pub fn models(&self) -> &ModelList {
         &self.inner.models
+    }
+
+    /// The MCP servers and their live sessions.
+    pub fn mcp(&self) -> &McpPool {
+        &self.inner.mcp
     }
 
     /// Server settings used by the layers (CORS, body limit).

@@ -19,6 +19,11 @@ pub fn sse_response<S>(decoder: ChatStreamDecoder, chunks: S) -> Response
 where
     S: Stream<Item = Result<Bytes, ApiError>> + Send + 'static,
 {
+    event_stream_response(Body::from_stream(sse_frames(decoder, chunks)))
+}
+
+/// A `text/event-stream` response with the headers every stream of the proxy carries.
+pub fn event_stream_response(body: Body) -> Response {
     let headers = [
         (CONTENT_TYPE, HeaderValue::from_static("text/event-stream")),
         (CACHE_CONTROL, HeaderValue::from_static("no-cache")),
@@ -33,7 +38,7 @@ where
         // is closed at once, which is what cancels the upstream request.
         (CONNECTION, HeaderValue::from_static("close")),
     ];
-    (headers, Body::from_stream(sse_frames(decoder, chunks))).into_response()
+    (headers, body).into_response()
 }
 
 /// The SSE frames for `chunks`: one write per upstream chunk that completes events, and always a

@@ -226,3 +226,61 @@ async fn keys_never_reach_the_logs_even_at_trace_level() {
         "an upstream 401 message reached the logs:\n{logs}"
     );
 }
+
+#[test]
+fn an_mcp_config_mistake_fails_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mcp.toml");
+    std::fs::write(
+        &path,
+        "[[mcp_servers]]\nname = \"files\"\ntransport = \"stdio\"\ncommand = \"no-such-mcp-server-9c1e\"\n",
+    )
+    .unwrap();
+    let out = run_to_end(&["serve", "--config", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains(path.to_str().unwrap()), "{stderr}");
+    assert!(stderr.contains("mcp_servers[0].command"), "{stderr}");
+    assert!(stderr.contains("not found on PATH"), "{stderr}");
+}
+
+#[tokio::test]
+async fn mcp_headers_from_the_environment_never_reach_the_logs() {
+    const SECRET: &str = "Bearer mcp-header-secret-51d0";
+    let upstream =
+        switchyard_tests::mcp_server::HttpTestServer::start("127.0.0.1:0".parse().unwrap(), true)
+            .await
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mcp.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[mcp_servers]]\nname = \"tools\"\ntransport = \"streamable_http\"\nurl = \"{}\"\nheaders_from = {{ Authorization = \"SWITCHYARD_MCP_LOG_TEST\" }}\n",
+            upstream.url()
+        ),
+    )
+    .unwrap();
+    let (child, base, logs) = start_serving(
+        &path,
+        &[],
+        &[("SWITCHYARD_MCP_LOG_TEST", SECRET), ("RUST_LOG", "trace")],
+    );
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let response = client
+        .post(format!("{base}/api/mcp/tool"))
+        .header("content-type", "application/json")
+        .body(r#"{"server":"tools","name":"echo","arguments":{"message":"hi"}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.text().await.unwrap().contains("Echo: hi"));
+    drop(child);
+    let logs = logs.join().unwrap();
+    assert!(logs.contains("MCP session established"), "{logs}");
+    assert!(!logs.contains("mcp-header-secret"), "{logs}");
+}

@@ -239,8 +239,14 @@ async fn aborting_a_tool_call_rejects_with_aborted(mode: Mode) {
 
 async fn the_stateless_revision_works_like_the_others(mode: Mode) {
     let client = client(mode);
+    // Four items a page: lists longer than that prove the cursors were followed.
     let tools = client.mcp().list_tools("stateless").await.unwrap();
     assert!(tools.iter().any(|t| t.name == "echo"), "{tools:?}");
+    assert!(tools.len() > 4, "{} tools", tools.len());
+    let resources = client.mcp().list_resources("stateless").await.unwrap();
+    assert_eq!(resources.len(), 5);
+    let prompts = client.mcp().list_prompts("stateless").await.unwrap();
+    assert_eq!(prompts.len(), 5);
     let r = client
         .mcp()
         .call_tool(

@@ -2,6 +2,8 @@
 //!
 //! The centrepiece is [`fake_llm`], a deterministic, scripted implementation of
 //! the OpenAI chat-completions wire format that integration and browser tests
-//! point the proxy (or the SDK) at instead of a real provider.
+//! point the proxy (or the SDK) at instead of a real provider. [`mcp_server`] is its MCP
+//! counterpart: an `rmcp` server with deterministic tools, resources and prompts.
 
 pub mod fake_llm;
+pub mod mcp_server;

@@ -21,7 +21,7 @@ commands:
           the npm package build, and the browser tests in headless Chromium (both modes)
   demo    builds and starts the proxy with the example configuration
   sdk     builds the npm package `switchyard-client` into sdk-wasm/pkg and prints its size
-  bench   measures the proxy's added latency (see bench/README.md)
+  bench   measures what the proxy adds: `bench [chat|mcp] [N]` (see README, Benchmarks)
   setup   only installs the tools the other commands need
 ";
 
@@ -108,16 +108,17 @@ fn test() -> Result<()> {
         real_llm::test,
     )?;
     let sizes = report.step("npm package build", sdk::build_package)?;
+    let page_port = servers::free_port()?;
+    let servers = report.step("start the servers the browser suites use", || {
+        servers::TestServers::start(&[format!("http://127.0.0.1:{page_port}")])
+    })?;
     report.step("browser tests (wasm-bindgen-test, both modes)", || {
-        let page_port = servers::free_port()?;
-        let servers = servers::TestServers::start(&[format!("http://127.0.0.1:{page_port}")])?;
         sdk::browser_tests(&servers, page_port)
     })?;
     report.step("package tests (playwright-core, both modes)", || {
-        let page_port = servers::free_port()?;
-        let servers = servers::TestServers::start(&[format!("http://127.0.0.1:{page_port}")])?;
         sdk::package_tests(&servers, page_port)
     })?;
+    drop(servers);
 
     sizes.print();
     report.print();
@@ -145,10 +146,21 @@ fn demo() -> Result<()> {
     ])
 }
 
-/// Runs the benchmark scripts under `bench/`.
+/// Runs the benchmark scripts under `bench/`: `cargo xtask bench [chat|mcp] [N]`.
 fn bench(args: &[String]) -> Result<()> {
-    let script = run::root().join("bench/chat_overhead.sh");
-    let mut cmd = run::command("bash");
-    cmd.arg(script).args(args);
-    run::status(&mut cmd)
+    let (which, rest) = match args.first().map(String::as_str) {
+        Some(w @ ("chat" | "mcp")) => (vec![w], &args[1..]),
+        _ => (vec!["chat", "mcp"], args),
+    };
+    for name in which {
+        let script = match name {
+            "chat" => "bench/chat_overhead.sh",
+            _ => "bench/mcp_tool_call.sh",
+        };
+        println!("\n==> {script}");
+        let mut cmd = run::command("bash");
+        cmd.arg(run::root().join(script)).args(rest);
+        run::status(&mut cmd)?;
+    }
+    Ok(())
 }

@@ -161,6 +161,11 @@ pub fn browser_tests(servers: &TestServers, page_port: u16) -> Result<()> {
             .env("SWITCHYARD_TEST_UPSTREAM_KEY", UPSTREAM_KEY)
             .env("SWITCHYARD_TEST_PROXY", &servers.proxy_url)
             .env(
+                "SWITCHYARD_TEST_MCP_EVERYTHING",
+                &servers.mcp_everything_url,
+            )
+            .env("SWITCHYARD_TEST_MCP_STATELESS", &servers.mcp_stateless_url)
+            .env(
                 "WASM_BINDGEN_TEST_ADDRESS",
                 format!("127.0.0.1:{page_port}"),
             )
@@ -177,6 +182,11 @@ pub fn package_tests(servers: &TestServers, page_port: u16) -> Result<()> {
             .env("SWITCHYARD_TEST_UPSTREAM", &servers.upstream_url)
             .env("SWITCHYARD_TEST_UPSTREAM_KEY", UPSTREAM_KEY)
             .env("SWITCHYARD_TEST_PROXY", &servers.proxy_url)
+            .env(
+                "SWITCHYARD_TEST_MCP_EVERYTHING",
+                &servers.mcp_everything_url,
+            )
+            .env("SWITCHYARD_TEST_MCP_STATELESS", &servers.mcp_stateless_url)
             .env("SWITCHYARD_TEST_PAGE_PORT", page_port.to_string())
             .env("SWITCHYARD_TEST_PKG", root().join("sdk-wasm/pkg"))
             .env("CHROMIUM", CHROMIUM),

@@ -1,5 +1,5 @@
-//! The servers the browser suites talk to: the test upstream and a proxy in front of it, as child
-//! processes on 127.0.0.1 that are killed when the suite ends.
+//! The servers the browser suites talk to (the LLM test upstream, MCP servers, and a proxy in
+//! front of them), as child processes on 127.0.0.1 that are killed when the suites end.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -21,17 +21,59 @@ pub fn free_port() -> Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-/// A running test upstream and a proxy configured to reach it as provider `fake`.
+/// The servers the browser suites talk to, and a proxy configured to reach all of them: the LLM
+/// test upstream as provider `fake`; MCP servers `everything` (the reference server over
+/// Streamable HTTP), `everything-stdio` (the same over stdio, which only the proxy can reach) and
+/// `stateless` (an rmcp server speaking the stateless 2026-07-28 revision).
 pub struct TestServers {
     children: Vec<Child>,
     /// The upstream's OpenAI-compatible base URL, `http://127.0.0.1:PORT/v1`.
     pub upstream_url: String,
+    /// The reference MCP server's Streamable HTTP endpoint.
+    pub mcp_everything_url: String,
+    /// The stateless rmcp server's endpoint.
+    pub mcp_stateless_url: String,
     /// The proxy's origin, `http://127.0.0.1:PORT`.
     pub proxy_url: String,
 }
 
+/// `node -r <loopback preload> <server-everything>`: the reference server binds every interface by
+/// itself; the preload keeps it on 127.0.0.1.
+fn everything_command(mode: &str) -> Result<(std::path::PathBuf, Vec<String>)> {
+    let script = root().join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    if !script.exists() {
+        bail!(
+            "{} is missing: run `npm ci` at the repository root",
+            script.display()
+        );
+    }
+    let preload = root().join("tests/mcp/loopback.cjs");
+    let args = vec![
+        "-r".to_owned(),
+        preload.to_string_lossy().into_owned(),
+        script.to_string_lossy().into_owned(),
+        mode.to_owned(),
+    ];
+    Ok((std::path::PathBuf::from("node"), args))
+}
+
+/// Waits until something accepts connections on 127.0.0.1:`port`.
+fn wait_for_port(port: u16, child: &mut Child, log: &std::path::Path) -> Result<()> {
+    for _ in 0..300 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let logged = std::fs::read_to_string(log).unwrap_or_default();
+            bail!("the server exited ({status}) before listening; its log:\n{logged}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("nothing listened on 127.0.0.1:{port} within 30 s")
+}
+
 impl TestServers {
-    /// Builds and starts both; `origins` are the browser origins the proxy admits (CORS).
+    /// Builds and starts them all; `origins` are the browser origins the proxy admits (CORS).
     pub fn start(origins: &[String]) -> Result<Self> {
         run::cargo(&[
             "build",
@@ -39,6 +81,8 @@ impl TestServers {
             "switchyard-tests",
             "--bin",
             "fake-llm",
+            "--bin",
+            "mcp-test-server",
             "-p",
             "switchyard-proxy",
             "--bin",
@@ -51,6 +95,8 @@ impl TestServers {
         let mut servers = TestServers {
             children: Vec::new(),
             upstream_url: String::new(),
+            mcp_everything_url: String::new(),
+            mcp_stateless_url: String::new(),
             proxy_url: String::new(),
         };
         let (child, origin) = spawn_listening(
@@ -65,16 +111,53 @@ impl TestServers {
         servers.children.push(child);
         servers.upstream_url = format!("{origin}/v1");
 
+        let (node, args) = everything_command("streamableHttp")?;
+        let port = free_port()?;
+        let log = work.join("server-everything.log");
+        let mut child = command(&node.to_string_lossy())
+            .args(&args)
+            .env("PORT", port.to_string())
+            .stdout(Stdio::from(std::fs::File::create(&log)?))
+            .stderr(Stdio::from(std::fs::File::create(
+                work.join("server-everything.err"),
+            )?))
+            .spawn()
+            .context("starting server-everything")?;
+        let waited = wait_for_port(port, &mut child, &log);
+        servers.children.push(child);
+        waited?;
+        servers.mcp_everything_url = format!("http://127.0.0.1:{port}/mcp");
+
+        let (child, origin) = spawn_listening(
+            command(&bin.join("mcp-test-server").to_string_lossy()).args([
+                "--listen",
+                "127.0.0.1:0",
+                "--stateless",
+            ]),
+            work.join("mcp-test-server.log"),
+        )?;
+        servers.children.push(child);
+        servers.mcp_stateless_url = format!("{origin}/mcp");
+
         let config = work.join("proxy-test.toml");
         let origins: Vec<String> = origins.iter().map(|o| format!("{o:?}")).collect();
+        let (_, stdio_args) = everything_command("stdio")?;
+        let stdio_args: Vec<String> = stdio_args.iter().map(|a| format!("{a:?}")).collect();
         std::fs::write(
             &config,
             format!(
                 "[server]\nlisten = \"127.0.0.1:0\"\ncors_allowed_origins = [{}]\n\n\
                  [[providers]]\nname = \"fake\"\nkind = \"openai\"\nbase_url = \"{}\"\n\
-                 api_key_env = \"SWITCHYARD_TEST_UPSTREAM_KEY\"\n",
+                 api_key_env = \"SWITCHYARD_TEST_UPSTREAM_KEY\"\n\n\
+                 [[mcp_servers]]\nname = \"everything\"\ntransport = \"streamable_http\"\nurl = \"{}\"\n\n\
+                 [[mcp_servers]]\nname = \"stateless\"\ntransport = \"streamable_http\"\nurl = \"{}\"\n\n\
+                 [[mcp_servers]]\nname = \"everything-stdio\"\ntransport = \"stdio\"\ncommand = \"node\"\n\
+                 args = [{}]\n",
                 origins.join(", "),
-                servers.upstream_url
+                servers.upstream_url,
+                servers.mcp_everything_url,
+                servers.mcp_stateless_url,
+                stdio_args.join(", "),
             ),
         )?;
         let (child, origin) = spawn_listening(
@@ -89,8 +172,11 @@ impl TestServers {
         servers.children.push(child);
         servers.proxy_url = origin;
         println!(
-            "    test upstream at {}, proxy at {}",
-            servers.upstream_url, servers.proxy_url
+            "    test upstream at {}, MCP servers at {} and {}, proxy at {}",
+            servers.upstream_url,
+            servers.mcp_everything_url,
+            servers.mcp_stateless_url,
+            servers.proxy_url
         );
         Ok(servers)
     }

@@ -3,6 +3,7 @@
 
 mod health;
 mod llm;
+mod mcp;
 
 use axum::Router;
 use axum::http::{Method, Uri};
@@ -16,6 +17,7 @@ use crate::state::AppState;
 pub fn router(state: AppState) -> Router {
     let routes = Router::new()
         .merge(llm::routes())
+        .merge(mcp::routes())
         .merge(health::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);

@@ -20,6 +20,8 @@ const upstreamKey = setting("SWITCHYARD_TEST_UPSTREAM_KEY");
 const proxy = setting("SWITCHYARD_TEST_PROXY");
 const pagePort = Number(setting("SWITCHYARD_TEST_PAGE_PORT"));
 const pkgDir = setting("SWITCHYARD_TEST_PKG");
+const mcpEverything = setting("SWITCHYARD_TEST_MCP_EVERYTHING");
+const mcpStateless = setting("SWITCHYARD_TEST_MCP_STATELESS");
 
 const types = { ".js": "text/javascript", ".wasm": "application/wasm", ".html": "text/html", ".json": "application/json" };
 
@@ -68,10 +70,17 @@ before(async () => {
   await page.goto(`http://127.0.0.1:${pagePort}/`);
   // One client per mode, shared by the cases; the helpers turn errors into plain data.
   await page.evaluate(
-    async ({ upstream, upstreamKey, proxy }) => {
+    async ({ upstream, upstreamKey, proxy, mcpEverything, mcpStateless }) => {
       const sdk = await import("/pkg/index.js");
       const options = {
-        direct: { mode: "direct", providers: [{ name: "fake", kind: "openai", baseUrl: upstream, apiKey: upstreamKey }] },
+        direct: {
+          mode: "direct",
+          providers: [{ name: "fake", kind: "openai", baseUrl: upstream, apiKey: upstreamKey }],
+          mcpServers: [
+            { name: "everything", url: mcpEverything },
+            { name: "stateless", url: mcpStateless },
+          ],
+        },
         proxy: { mode: "proxy", baseUrl: proxy },
       };
       window.sdk = sdk;
@@ -89,7 +98,7 @@ before(async () => {
       });
       window.observed = async () => (await fetch(upstream.replace(/\/v1$/, "/_observed"))).json();
     },
-    { upstream, upstreamKey, proxy },
+    { upstream, upstreamKey, proxy, mcpEverything, mcpStateless },
   );
 });
 
@@ -215,6 +224,72 @@ for (const mode of ["direct", "proxy"]) {
       );
       assert.equal(first, "start");
       await waitFor(async () => (await page.evaluate(() => observed())).streams_cancelled > before);
+    });
+
+    test("client.mcp lists and calls tools, with progress", async () => {
+      const r = await page.evaluate(
+        async ({ mode }) => {
+          const mcp = clients[mode].mcp;
+          const servers = (await mcp.listServers()).map((s) => s.name);
+          const tools = (await mcp.listTools("everything")).map((t) => t.name);
+          const echo = await mcp.callTool("everything", "echo", { message: "from the page" });
+          const progress = [];
+          const long = await mcp.callTool(
+            "everything",
+            "trigger-long-running-operation",
+            { duration: 1, steps: 3 },
+            { onProgress: (p) => progress.push(p.progress) },
+          );
+          const stateless = await mcp.callTool("stateless", "echo", { message: "2026" });
+          return { servers, tools, echo, progress, long, stateless };
+        },
+        { mode },
+      );
+      assert.ok(r.servers.includes("everything") && r.servers.includes("stateless"));
+      assert.ok(r.tools.includes("echo") && r.tools.includes("get-sum"));
+      assert.deepEqual(r.echo.content, [{ type: "text", text: "Echo: from the page" }]);
+      assert.ok(r.progress.length >= 2, `progress: ${r.progress}`);
+      assert.notEqual(r.long.isError, true);
+      assert.equal(r.stateless.content[0].text, "Echo: 2026");
+    });
+
+    test("client.mcp reads resources and prompts", async () => {
+      const r = await page.evaluate(
+        async ({ mode }) => {
+          const mcp = clients[mode].mcp;
+          const resources = await mcp.listResources("everything");
+          const read = await mcp.readResource("everything", resources[0].uri);
+          const prompts = (await mcp.listPrompts("everything")).map((p) => p.name);
+          const prompt = await mcp.getPrompt("everything", "args-prompt", { city: "Lyon" });
+          return { count: resources.length, read, prompts, prompt };
+        },
+        { mode },
+      );
+      assert.ok(r.count >= 7);
+      assert.ok(r.read.contents[0].text.length > 0);
+      assert.ok(r.prompts.includes("simple-prompt"));
+      assert.match(JSON.stringify(r.prompt.messages), /Lyon/);
+    });
+
+    test("MCP failures are SwitchyardErrors; aborting a tool call rejects with AbortError", async () => {
+      const r = await page.evaluate(
+        async ({ mode }) => {
+          const mcp = clients[mode].mcp;
+          const unknownServer = await mcp.listTools("nope").then(() => null, describeError);
+          const unknownTool = await mcp.callTool("everything", "no-such-tool", {}).then(() => null, describeError);
+          const controller = new AbortController();
+          setTimeout(() => controller.abort(), 200);
+          const aborted = await mcp
+            .callTool("everything", "trigger-long-running-operation", { duration: 5, steps: 5 }, { signal: controller.signal })
+            .then(() => null, describeError);
+          return { unknownServer, unknownTool, aborted };
+        },
+        { mode },
+      );
+      assert.equal(r.unknownServer.code, "not_found");
+      assert.ok(r.unknownServer.classes.includes("InvalidRequestError"));
+      assert.equal(r.unknownTool.code, "not_found");
+      assert.equal(r.aborted.name, "AbortError");
     });
 
     test("fields a client must not set are refused with InvalidRequestError", async () => {

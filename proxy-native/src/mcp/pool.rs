@@ -1,0 +1,751 @@
+//! The session pool: one live session per configured server, opened on first use and shared by
+//! every request to that server.
+//!
+//! - A session whose server went away (a stdio process exited, an HTTP session expired) is
+//!   replaced on the next request. The request that finds it broken is retried once on the new
+//!   session when that is safe: the server never received it, or it only reads (list, read, get).
+//!   A tool call that reached a server which then died is not repeated, since it may have acted.
+//! - A server that cannot be started or reached is retried with exponential backoff; within the
+//!   backoff window requests fail at once with the last error and a `retry_after`.
+//! - A session unused for `idle_timeout_ms` is closed (a stdio server is stopped).
+//! - The tool list is cached per session and refreshed on `notifications/tools/list_changed`;
+//!   it answers "unknown tool" without calling the tool. (A server that does not announce changes
+//!   to the proxy gets its list fetched again, at most once a second, before a tool it lacks is
+//!   called unknown, so a tool it added later is not refused.)
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use rmcp::model::{
+    CallToolRequest, CallToolRequestParams, CallToolResult, ClientRequest, ErrorData,
+    GetPromptRequest, GetPromptRequestParams, GetPromptResult, ListPromptsRequest,
+    ListPromptsResult, ListResourcesRequest, ListResourcesResult, ListToolsResult,
+    PaginatedRequestParams, ReadResourceRequest, ReadResourceRequestParams, ReadResourceResult,
+    ServerResult,
+};
+use switchyard_shared::mcp::{McpServerInfo, McpServerList, McpToolCall, McpToolEvent};
+use switchyard_shared::{ApiError, ErrorCode};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::handler::{HandlerState, ProxyClientHandler};
+use super::session::{Failure, InFlight, InUse, Session, list_tools_request, unexpected};
+use super::upstream::{self, truncate};
+use crate::config::McpServerConfig;
+
+/// First delay after a failed start; doubled per further failure.
+const BACKOFF_FIRST: Duration = Duration::from_millis(250);
+/// Longest delay between attempts to start or reach a failing server.
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How long [`McpPool::shutdown`] waits for sessions to close before dropping them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// The MCP servers of the configuration and their live sessions.
+#[derive(Debug)]
+pub struct McpPool {
+    slots: Vec<Arc<Slot>>,
+    list: McpServerList,
+}
+
+/// One configured server and its session, if any.
+struct Slot {
+    name: Arc<str>,
+    config: McpServerConfig,
+    // Held while connecting, so concurrent first requests share one start.
+    state: tokio::sync::Mutex<SlotState>,
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct SlotState {
+    session: Option<Arc<Session>>,
+    failures: u32,
+    retry_at: Option<Instant>,
+    last_error: Option<ApiError>,
+}
+
+/// What a client asked a server for.
+enum Operation {
+    ListTools(Option<String>),
+    CallTool(CallToolRequestParams),
+    ListResources(Option<String>),
+    ReadResource(String),
+    ListPrompts(Option<String>),
+    GetPrompt(GetPromptRequestParams),
+}
+
+impl Operation {
+    fn method(&self) -> &'static str {
+        match self {
+            Operation::ListTools(_) => "tools/list",
+            Operation::CallTool(_) => "tools/call",
+            Operation::ListResources(_) => "resources/list",
+            Operation::ReadResource(_) => "resources/read",
+            Operation::ListPrompts(_) => "prompts/list",
+            Operation::GetPrompt(_) => "prompts/get",
+        }
+    }
+
+    /// Whether repeating it cannot have an effect twice.
+    fn is_read_only(&self) -> bool {
+        !matches!(self, Operation::CallTool(_))
+    }
+
+    fn request(&self) -> ClientRequest {
+        let page = |cursor: &Option<String>| {
+            cursor
+                .clone()
+                .map(|c| PaginatedRequestParams::default().with_cursor(Some(c)))
+        };
+        match self {
+            Operation::ListTools(cursor) => list_tools_request(cursor.clone()),
+            Operation::CallTool(params) => {
+                ClientRequest::CallToolRequest(CallToolRequest::new(params.clone()))
+            }
+            Operation::ListResources(cursor) => {
+                ClientRequest::ListResourcesRequest(ListResourcesRequest {
+                    method: Default::default(),
+                    params: page(cursor),
+                    extensions: Default::default(),
+                })
+            }
+            Operation::ReadResource(uri) => ClientRequest::ReadResourceRequest(
+                ReadResourceRequest::new(ReadResourceRequestParams::new(uri.clone())),
+            ),
+            Operation::ListPrompts(cursor) => {
+                ClientRequest::ListPromptsRequest(ListPromptsRequest {
+                    method: Default::default(),
+                    params: page(cursor),
+                    extensions: Default::default(),
+                })
+            }
+            Operation::GetPrompt(params) => {
+                ClientRequest::GetPromptRequest(GetPromptRequest::new(params.clone()))
+            }
+        }
+    }
+}
+
+/// A failed attempt: either final, or worth repeating on a fresh session.
+enum Attempt {
+    Final(ApiError),
+    Failed(Failure),
+}
+
+impl From<Failure> for Attempt {
+    fn from(failure: Failure) -> Self {
+        Attempt::Failed(failure)
+    }
+}
+
+/// A successful answer and the session that gave it.
+struct Answer {
+    result: ServerResult,
+    session: Arc<Session>,
+    tools_generation: u64,
+}
+
+/// The events of a streamed tool call.
+pub type ToolEventStream = std::pin::Pin<Box<dyn Stream<Item = McpToolEvent> + Send>>;
+
+impl McpPool {
+    /// The pool for the configured servers; nothing is started until a request needs it.
+    pub fn new(servers: &[McpServerConfig]) -> Self {
+        let slots = servers
+            .iter()
+            .map(|config| {
+                Arc::new(Slot {
+                    name: Arc::from(config.name.as_str()),
+                    config: config.clone(),
+                    state: tokio::sync::Mutex::new(SlotState::default()),
+                })
+            })
+            .collect();
+        let list = McpServerList {
+            servers: servers
+                .iter()
+                .map(|s| McpServerInfo {
+                    name: s.name.clone(),
+                    transport: s.transport,
+                })
+                .collect(),
+        };
+        McpPool { slots, list }
+    }
+
+    /// The configured servers, as `GET /api/mcp/servers` lists them.
+    pub fn servers(&self) -> &McpServerList {
+        &self.list
+    }
+
+    /// One page of the server's tools (`cursor` from the previous page's `nextCursor`).
+    pub async fn list_tools(
+        &self,
+        server: &str,
+        cursor: Option<String>,
+    ) -> Result<ListToolsResult, ApiError> {
+        let first_page = cursor.is_none();
+        let answer = self.execute(server, &Operation::ListTools(cursor)).await?;
+        match answer.result {
+            ServerResult::ListToolsResult(page) => {
+                if first_page {
+                    // A complete list fetched anyway keeps the unknown-tool check current.
+                    answer
+                        .session
+                        .remember_tools(answer.tools_generation, &page);
+                }
+                Ok(page)
+            }
+            other => Err(upstream_error(server, &unexpected("tools/list", &other))),
+        }
+    }
+
+    /// Calls a tool and waits for its result.
+    pub async fn call_tool(&self, call: McpToolCall) -> Result<CallToolResult, ApiError> {
+        let server = call.server.clone();
+        let answer = self
+            .execute(&server, &Operation::CallTool(tool_params(call)))
+            .await?;
+        tool_result(&server, answer.result)
+    }
+
+    /// Calls a tool and streams its progress, then its result or error.
+    ///
+    /// Errors found before the call is on its way (unknown server or tool, the server cannot be
+    /// started) are returned here; later ones end the stream. Dropping the stream cancels the
+    /// call upstream (`notifications/cancelled`).
+    pub async fn call_tool_stream(&self, call: McpToolCall) -> Result<ToolEventStream, ApiError> {
+        let slot = Arc::clone(self.slot(&call.server)?);
+        let operation = Operation::CallTool(tool_params(call));
+        let deadline = Instant::now() + slot.config.call_timeout();
+        let mut retried = false;
+        let (in_use, in_flight) = loop {
+            match slot.start(&operation, deadline).await {
+                Ok(started) => break started,
+                Err(Attempt::Final(error)) => return Err(error),
+                Err(Attempt::Failed(failure)) => {
+                    slot.judge(failure, None, &operation, retried).await?;
+                    retried = true;
+                }
+            }
+        };
+        let state = ToolStream {
+            slot,
+            operation,
+            deadline,
+            retried,
+            in_use,
+            in_flight,
+            last_progress: None,
+        };
+        Ok(Box::pin(futures::stream::unfold(
+            Some(state),
+            ToolStream::next_event,
+        )))
+    }
+
+    /// One page of the server's resources.
+    pub async fn list_resources(
+        &self,
+        server: &str,
+        cursor: Option<String>,
+    ) -> Result<ListResourcesResult, ApiError> {
+        match self
+            .execute(server, &Operation::ListResources(cursor))
+            .await?
+            .result
+        {
+            ServerResult::ListResourcesResult(page) => Ok(page),
+            other => Err(upstream_error(
+                server,
+                &unexpected("resources/list", &other),
+            )),
+        }
+    }
+
+    /// Reads one resource.
+    pub async fn read_resource(
+        &self,
+        server: &str,
+        uri: String,
+    ) -> Result<ReadResourceResult, ApiError> {
+        match self
+            .execute(server, &Operation::ReadResource(uri))
+            .await?
+            .result
+        {
+            ServerResult::ReadResourceResult(result) => Ok(result),
+            other => Err(upstream_error(
+                server,
+                &unexpected("resources/read", &other),
+            )),
+        }
+    }
+
+    /// One page of the server's prompts.
+    pub async fn list_prompts(
+        &self,
+        server: &str,
+        cursor: Option<String>,
+    ) -> Result<ListPromptsResult, ApiError> {
+        match self
+            .execute(server, &Operation::ListPrompts(cursor))
+            .await?
+            .result
+        {
+            ServerResult::ListPromptsResult(page) => Ok(page),
+            other => Err(upstream_error(server, &unexpected("prompts/list", &other))),
+        }
+    }
+
+    /// Gets one prompt, filled in with `arguments`.
+    pub async fn get_prompt(
+        &self,
+        server: &str,
+        name: String,
+        arguments: Option<serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<GetPromptResult, ApiError> {
+        let mut params = GetPromptRequestParams::new(name);
+        if let Some(arguments) = arguments {
+            params = params.with_arguments(arguments);
+        }
+        match self
+            .execute(server, &Operation::GetPrompt(params))
+            .await?
+            .result
+        {
+            ServerResult::GetPromptResult(result) => Ok(result),
+            other => Err(upstream_error(server, &unexpected("prompts/get", &other))),
+        }
+    }
+
+    /// The protocol version negotiated with `server`, opening its session if needed.
+    pub async fn protocol_version(&self, server: &str) -> Result<String, ApiError> {
+        let in_use = self.slot(server)?.acquire().await?;
+        Ok(in_use.session().protocol_version().to_string())
+    }
+
+    /// Closes every session (stopping stdio servers), waiting at most a few seconds; what is
+    /// left is dropped, which kills the remaining child processes.
+    pub async fn shutdown(&self) {
+        let closing = self.slots.iter().map(|slot| async move {
+            let session = slot.state.lock().await.session.take();
+            if let Some(session) = session {
+                session.close().await;
+            }
+        });
+        if tokio::time::timeout(SHUTDOWN_GRACE, futures::future::join_all(closing))
+            .await
+            .is_err()
+        {
+            tracing::warn!("MCP sessions did not close in time; their processes are killed");
+        }
+    }
+
+    fn slot(&self, server: &str) -> Result<&Arc<Slot>, ApiError> {
+        self.slots
+            .iter()
+            .find(|slot| &*slot.name == server)
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::NotFound,
+                    format!(
+                        "no MCP server named '{}' is configured",
+                        truncate(server, 100)
+                    ),
+                )
+            })
+    }
+
+    /// Runs `operation`, retrying once on a fresh session when that is safe.
+    async fn execute(&self, server: &str, operation: &Operation) -> Result<Answer, ApiError> {
+        let slot = self.slot(server)?;
+        let deadline = Instant::now() + slot.config.call_timeout();
+        let mut retried = false;
+        loop {
+            let in_use = slot.acquire().await?;
+            let session = Arc::clone(in_use.session());
+            let tools_generation = session.tools_generation();
+            let attempt = async {
+                let (_in_use, in_flight) = slot.start_on(in_use, operation, deadline).await?;
+                Ok::<_, Attempt>(in_flight.response.await?)
+            };
+            match attempt.await {
+                Ok(result) => {
+                    return Ok(Answer {
+                        result,
+                        session,
+                        tools_generation,
+                    });
+                }
+                Err(Attempt::Final(error)) => return Err(error),
+                Err(Attempt::Failed(failure)) => {
+                    slot.judge(failure, Some(&session), operation, retried)
+                        .await?;
+                    retried = true;
+                }
+            }
+        }
+    }
+}
+
+impl Slot {
+    /// The live session (opening one if needed), counted as in use.
+    async fn acquire(self: &Arc<Self>) -> Result<InUse, ApiError> {
+        let mut state = self.state.lock().await;
+        if let Some(session) = &state.session {
+            if session.is_alive() {
+                // Counted under the lock, so the idle check cannot close it in between.
+                return Ok(session.begin());
+            }
+            tracing::info!(server = %self.name, "MCP session ended; starting a new one");
+            if let Some(dead) = state.session.take() {
+                tokio::spawn(async move { dead.close().await });
+            }
+        }
+        if let Some(retry_at) = state.retry_at
+            && let Some(wait) = retry_at.checked_duration_since(Instant::now())
+            && let Some(error) = &state.last_error
+        {
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            return Err(error.clone().with_retry_after(Some(seconds)));
+        }
+        let handler = HandlerState::new(Arc::clone(&self.name));
+        // The session outlives the request that opens it: its background task logs under a span
+        // of its own, not under that request's.
+        let session_span = tracing::info_span!(parent: None, "mcp_session", server = %self.name);
+        let connecting = upstream::connect(
+            &self.config,
+            ProxyClientHandler {
+                state: Arc::clone(&handler),
+            },
+        )
+        .instrument(session_span);
+        let connected = match tokio::time::timeout(self.config.connect_timeout(), connecting).await
+        {
+            Ok(result) => result,
+            Err(_) => Err(ApiError::new(
+                ErrorCode::UpstreamTimeout,
+                format!(
+                    "MCP server '{}' did not complete the MCP handshake within {} ms",
+                    self.name, self.config.connect_timeout_ms
+                ),
+            )),
+        };
+        match connected {
+            Ok(connection) => {
+                let session = Arc::new(Session::new(Arc::clone(&self.name), connection, handler));
+                tracing::info!(
+                    server = %self.name,
+                    protocol_version = %session.protocol_version(),
+                    "MCP session established"
+                );
+                *state = SlotState {
+                    session: Some(Arc::clone(&session)),
+                    ..SlotState::default()
+                };
+                watch_idle(
+                    Arc::downgrade(self),
+                    Arc::downgrade(&session),
+                    self.config.idle_timeout(),
+                );
+                Ok(session.begin())
+            }
+            Err(error) => {
+                state.failures += 1;
+                let exponent = state.failures.saturating_sub(1).min(16);
+                let delay = BACKOFF_FIRST.saturating_mul(1 << exponent).min(BACKOFF_MAX);
+                state.retry_at = Some(Instant::now() + delay);
+                state.last_error = Some(error.clone());
+                Err(error)
+            }
+        }
+    }
+
+    /// Acquires a session and sends the operation on it.
+    async fn start(
+        self: &Arc<Self>,
+        operation: &Operation,
+        deadline: Instant,
+    ) -> Result<(InUse, InFlight), Attempt> {
+        let in_use = self.acquire().await.map_err(Attempt::Final)?;
+        self.start_on(in_use, operation, deadline).await
+    }
+
+    /// Sends the operation on the given session; a tool call is checked against the cached
+    /// tool list first.
+    async fn start_on(
+        &self,
+        in_use: InUse,
+        operation: &Operation,
+        deadline: Instant,
+    ) -> Result<(InUse, InFlight), Attempt> {
+        let session = in_use.session();
+        if let Operation::CallTool(params) = operation
+            && !session.has_tool(&params.name, deadline).await?
+        {
+            return Err(Attempt::Final(ApiError::new(
+                ErrorCode::NotFound,
+                format!(
+                    "MCP server '{}' has no tool named '{}'",
+                    self.name,
+                    truncate(&params.name, 100)
+                ),
+            )));
+        }
+        let in_flight = session.start(operation.request(), deadline).await?;
+        Ok((in_use, in_flight))
+    }
+
+    /// Decides what a failure means: `Ok` to retry on a fresh session, or the error to answer.
+    /// A broken session is dropped from the slot either way.
+    async fn judge(
+        &self,
+        failure: Failure,
+        session: Option<&Arc<Session>>,
+        operation: &Operation,
+        retried: bool,
+    ) -> Result<(), ApiError> {
+        let name = &self.name;
+        let method = operation.method();
+        match failure {
+            Failure::Rpc(error) if is_session_lost(&error) => {
+                // The server does not know the session (it restarted, or expired it); the
+                // request was refused, not run, so it can be sent again on a new session.
+                tracing::info!(server = %name, "MCP server no longer knows the session");
+                self.discard(session).await;
+                if retried {
+                    return Err(upstream_error(name, "keeps refusing new sessions"));
+                }
+                Ok(())
+            }
+            Failure::Rpc(error) => Err(ApiError::from(&error)),
+            Failure::Transport { delivered } => {
+                self.discard(session).await;
+                if !retried && (!delivered || operation.is_read_only()) {
+                    return Ok(());
+                }
+                Err(upstream_error(
+                    name,
+                    &format!("closed the connection while handling {method}"),
+                ))
+            }
+            Failure::Timeout => Err(ApiError::new(
+                ErrorCode::UpstreamTimeout,
+                format!(
+                    "MCP server '{name}' did not answer {method} within {} ms",
+                    self.config.call_timeout_ms
+                ),
+            )),
+            Failure::Unexpected(what) => Err(upstream_error(name, &what)),
+        }
+    }
+
+    /// Drops `session` (or, with `None`, whatever session is current and dead) from the slot.
+    async fn discard(&self, session: Option<&Arc<Session>>) {
+        let mut state = self.state.lock().await;
+        let current = match (&state.session, session) {
+            (Some(current), Some(session)) => Arc::ptr_eq(current, session),
+            (Some(current), None) => !current.is_alive(),
+            (None, _) => false,
+        };
+        if current && let Some(session) = state.session.take() {
+            tokio::spawn(async move { session.close().await });
+        }
+    }
+}
+
+/// Closes the session once it has been unused for `idle_timeout`. Holds only weak references: a
+/// session replaced or dropped meanwhile ends the watch.
+fn watch_idle(slot: Weak<Slot>, session: Weak<Session>, idle_timeout: Duration) {
+    tokio::spawn(async move {
+        let mut wait = idle_timeout;
+        loop {
+            tokio::time::sleep(wait).await;
+            let (Some(slot), Some(session)) = (slot.upgrade(), session.upgrade()) else {
+                return;
+            };
+            // Checked under the slot's lock, where requests take the session.
+            let mut state = slot.state.lock().await;
+            if !state
+                .session
+                .as_ref()
+                .is_some_and(|s| Arc::ptr_eq(s, &session))
+            {
+                return;
+            }
+            match session.idle_for() {
+                Some(idle) if idle >= idle_timeout => {
+                    tracing::info!(server = %slot.name, "closing the idle MCP session");
+                    state.session = None;
+                    drop(state);
+                    session.close().await;
+                    return;
+                }
+                Some(idle) => wait = idle_timeout - idle,
+                None => wait = idle_timeout,
+            }
+        }
+    });
+}
+
+/// The state of a streamed tool call between two events.
+struct ToolStream {
+    slot: Arc<Slot>,
+    operation: Operation,
+    deadline: Instant,
+    retried: bool,
+    in_use: InUse,
+    in_flight: InFlight,
+    last_progress: Option<f64>,
+}
+
+impl ToolStream {
+    async fn next_event(state: Option<Self>) -> Option<(McpToolEvent, Option<Self>)> {
+        let mut st = state?;
+        loop {
+            tokio::select! {
+                // Progress already received goes out before the result.
+                biased;
+                Some(p) = st.in_flight.progress.next() => {
+                    // rmcp hands each notification to its own task, so two can swap places;
+                    // progress must increase, and a stale one is dropped.
+                    if st.last_progress.is_some_and(|last| p.progress <= last) {
+                        continue;
+                    }
+                    st.last_progress = Some(p.progress);
+                    let event = McpToolEvent::Progress {
+                        progress: p.progress,
+                        total: p.total,
+                        message: p.message,
+                    };
+                    return Some((event, Some(st)));
+                }
+                outcome = &mut st.in_flight.response => {
+                    let name = Arc::clone(&st.slot.name);
+                    let failure = match outcome {
+                        Ok(result) => {
+                            let event = match tool_result(&name, result) {
+                                Ok(result) => McpToolEvent::Result { result },
+                                Err(error) => McpToolEvent::Error { error },
+                            };
+                            return Some((event, None));
+                        }
+                        Err(failure) => failure,
+                    };
+                    let session = Arc::clone(st.in_use.session());
+                    if let Err(error) = st.slot.judge(failure, Some(&session), &st.operation, st.retried).await {
+                        return Some((McpToolEvent::Error { error }, None));
+                    }
+                    // Not delivered: start again on a fresh session.
+                    st.retried = true;
+                    match st.slot.start(&st.operation, st.deadline).await {
+                        Ok((in_use, in_flight)) => {
+                            st.in_use = in_use;
+                            st.in_flight = in_flight;
+                            st.last_progress = None;
+                        }
+                        Err(Attempt::Final(error)) => return Some((McpToolEvent::Error { error }, None)),
+                        Err(Attempt::Failed(failure)) => {
+                            let error = st
+                                .slot
+                                .judge(failure, None, &st.operation, true)
+                                .await
+                                .err()
+                                .unwrap_or_else(|| upstream_error(&name, "could not be reached"));
+                            return Some((McpToolEvent::Error { error }, None));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn tool_params(call: McpToolCall) -> CallToolRequestParams {
+    let params = CallToolRequestParams::new(call.name);
+    match call.arguments {
+        Some(arguments) => params.with_arguments(arguments),
+        None => params,
+    }
+}
+
+/// The tool's result; a result without `content` decodes as an empty result.
+fn tool_result(server: &str, result: ServerResult) -> Result<CallToolResult, ApiError> {
+    match result {
+        ServerResult::CallToolResult(result) => Ok(result),
+        ServerResult::EmptyResult(_) => Ok(CallToolResult::default()),
+        other => Err(upstream_error(server, &unexpected("tools/call", &other))),
+    }
+}
+
+/// Whether a JSON-RPC error says the server does not know the session. The MCP TypeScript SDK
+/// (and so most servers) answers a stale `Mcp-Session-Id` with HTTP 400 or 404 and error -32000
+/// "Bad Request: No valid session ID provided" / "Session not found"; rmcp turns the 404 into a
+/// transport error, the 400 arrives here.
+fn is_session_lost(error: &ErrorData) -> bool {
+    error.code.0 == -32000 && error.message.to_ascii_lowercase().contains("session")
+}
+
+fn upstream_error(server: &str, what: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::UpstreamError,
+        format!("MCP server '{server}' {what}"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use rmcp::model::ErrorCode as RpcCode;
+
+    use super::*;
+
+    #[test]
+    fn a_forgotten_session_is_recognised() {
+        let lost = |code: i32, message: &str| {
+            is_session_lost(&ErrorData::new(RpcCode(code), message.to_owned(), None))
+        };
+        assert!(lost(-32000, "Bad Request: No valid session ID provided"));
+        assert!(lost(-32000, "Session not found"));
+        assert!(!lost(-32000, "Bad Request: server is overloaded"));
+        assert!(!lost(-32602, "unknown session parameter"));
+    }
+
+    #[test]
+    fn only_tool_calls_are_unsafe_to_repeat() {
+        assert!(!Operation::CallTool(CallToolRequestParams::new("x")).is_read_only());
+        assert!(Operation::ListTools(None).is_read_only());
+        assert!(Operation::ReadResource("a://b".into()).is_read_only());
+        assert!(Operation::GetPrompt(GetPromptRequestParams::new("p")).is_read_only());
+    }
+
+    #[test]
+    fn cursors_reach_the_request() {
+        let request = Operation::ListPrompts(Some("4".into())).request();
+        let json = serde_json::to_value(&request).unwrap();
+        assert_eq!(json["method"], "prompts/list");
+        assert_eq!(json["params"]["cursor"], "4");
+        let json = serde_json::to_value(Operation::ListTools(None).request()).unwrap();
+        assert!(
+            json.get("params").is_none_or(|p| p.get("cursor").is_none()),
+            "{json}"
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_servers_are_not_found_and_nothing_starts() {
+        let pool = McpPool::new(&[]);
+        let error = pool.list_tools("ghost", None).await.unwrap_err();
+        assert_eq!(error.code, ErrorCode::NotFound);
+        assert_eq!(error.message, "no MCP server named 'ghost' is configured");
+        assert!(pool.servers().servers.is_empty());
+    }
+}
