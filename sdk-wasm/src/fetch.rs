@@ -18,7 +18,14 @@ extern "C" {
     /// `AbortSignal.any`: a signal that fires when any of the given ones does.
     #[wasm_bindgen(js_namespace = AbortSignal, js_name = any)]
     fn abort_signal_any(signals: &js_sys::Array) -> AbortSignal;
+
+    /// `AbortSignal.timeout`: a signal that fires after `ms` milliseconds.
+    #[wasm_bindgen(js_namespace = AbortSignal, js_name = timeout)]
+    fn abort_signal_timeout(ms: u32) -> AbortSignal;
 }
+
+/// How long the CORS probe may take before the failure is reported as a plain network error.
+const CORS_PROBE_MS: u32 = 3000;
 
 /// A response whose headers have arrived; the body is still to be read.
 pub(crate) struct Response {
@@ -63,9 +70,11 @@ pub(crate) async fn send(
     init.set_headers(&headers);
     let request = Request::new_with_str_and_init(&req.url, &init)
         .map_err(|_| ApiError::bad_request(format!("{:?} is not a valid URL", req.url)))?;
-    let resp = JsFuture::from(global_fetch(&request))
-        .await
-        .map_err(|e| fetch_failure(&req.url, &e))?;
+    let resp = match JsFuture::from(global_fetch(&request)).await {
+        Ok(resp) => resp,
+        Err(e) if is_abort(&e) => return Err(aborted()),
+        Err(_) => return Err(fetch_failure(&req.url).await),
+    };
     let inner: web_sys::Response = resp.unchecked_into();
     let retry_after = inner.headers().get("retry-after").ok().flatten();
     Ok(Response {
@@ -192,22 +201,50 @@ fn classify(e: &JsValue, context: &str) -> ApiError {
 }
 
 /// `fetch` rejects with a bare `TypeError` for every network-level failure, CORS included: the
-/// browser deliberately does not say which, so the message names the likely causes.
-fn fetch_failure(url: &str, e: &JsValue) -> ApiError {
-    if is_abort(e) {
-        return aborted();
-    }
+/// browser deliberately does not say which. A `no-cors` request to the same URL tells them
+/// apart: it resolves (with an opaque answer) when the server is reachable, so the first failure
+/// was the browser refusing to show us the answer; it fails too when the server is not there.
+async fn fetch_failure(url: &str) -> ApiError {
     let origin = url
         .find("://")
         .and_then(|i| url[i + 3..].find('/').map(|j| &url[..i + 3 + j]))
         .unwrap_or(url);
+    if reachable_without_cors(url).await {
+        return ApiError::new(
+            ErrorCode::CorsBlocked,
+            format!(
+                "{origin} answered, but it does not allow this page's origin (CORS): it must send \
+                 Access-Control-Allow-Origin for this origin (for MCP also \
+                 Access-Control-Expose-Headers: Mcp-Session-Id), or use proxy mode"
+            ),
+        );
+    }
     ApiError::new(
         ErrorCode::NetworkError,
-        format!(
-            "could not reach {origin}: the server is down or unreachable, or it does not allow \
-             this page's origin (CORS)"
-        ),
+        format!("could not reach {origin}: the server is down or unreachable from this page"),
     )
+}
+
+/// Whether a `GET` in `no-cors` mode gets any answer from `url` within the probe's time.
+async fn reachable_without_cors(url: &str) -> bool {
+    let Ok(stop) = AbortController::new() else {
+        return false;
+    };
+    let init = RequestInit::new();
+    init.set_method("GET");
+    init.set_mode(web_sys::RequestMode::NoCors);
+    let signal = abort_signal_any(&js_sys::Array::of2(
+        &stop.signal(),
+        &abort_signal_timeout(CORS_PROBE_MS),
+    ));
+    init.set_signal(Some(&signal));
+    let Ok(request) = Request::new_with_str_and_init(url, &init) else {
+        return false;
+    };
+    let answered = JsFuture::from(global_fetch(&request)).await.is_ok();
+    // Only the headers were wanted: close the connection rather than read a body.
+    stop.abort();
+    answered
 }
 
 fn js_error(context: &str, e: &JsValue) -> ApiError {

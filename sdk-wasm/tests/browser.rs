@@ -407,6 +407,41 @@ async fn direct_mode_reports_an_unreachable_provider_as_a_network_error() {
     assert!(e.retryable);
 }
 
+/// The test page's own server, named `localhost` instead of `127.0.0.1`: another origin, one
+/// that answers but sends no CORS headers.
+fn origin_without_cors() -> String {
+    let port = setting(
+        option_env!("SWITCHYARD_TEST_PAGE_PORT"),
+        "SWITCHYARD_TEST_PAGE_PORT",
+    );
+    format!("http://localhost:{port}")
+}
+
+#[wasm_bindgen_test]
+async fn direct_mode_reports_a_provider_without_cors_as_cors_blocked() {
+    let client = ClientCore::new(ClientOptions::Direct(DirectOptions {
+        mcp_servers: Vec::new(),
+        providers: vec![ProviderEndpoint {
+            name: "nocors".into(),
+            kind: ProviderKind::OpenAi,
+            base_url: format!("{}/v1", origin_without_cors()),
+            api_key: None,
+        }],
+    }))
+    .unwrap();
+    let e = client
+        .chat(&request("nocors/m", "x"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::CorsBlocked, "{}", e.message);
+    assert!(!e.retryable);
+    assert!(
+        e.message.contains("Access-Control-Allow-Origin"),
+        "{}",
+        e.message
+    );
+}
+
 #[wasm_bindgen_test]
 async fn proxy_mode_reports_an_unreachable_proxy_as_a_network_error() {
     let client = ClientCore::new(ClientOptions::Proxy(ProxyOptions {

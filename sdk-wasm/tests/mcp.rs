@@ -312,6 +312,28 @@ in_both_modes!(
     the_stateless_revision_works_like_the_others,
 );
 
+/// A server that answers but does not allow the page's origin is `cors_blocked`, not a vague
+/// network error: the page's own server under another name (`localhost`) sends no CORS headers.
+#[wasm_bindgen_test]
+async fn direct_mode_names_a_cors_refusal() {
+    let port = setting(
+        option_env!("SWITCHYARD_TEST_PAGE_PORT"),
+        "SWITCHYARD_TEST_PAGE_PORT",
+    );
+    let client = ClientCore::new(ClientOptions::Direct(DirectOptions {
+        providers: Vec::new(),
+        mcp_servers: vec![McpServerEndpoint {
+            name: "nocors".into(),
+            url: format!("http://localhost:{port}/mcp"),
+            headers: Default::default(),
+        }],
+    }))
+    .unwrap();
+    let e = client.mcp().list_tools("nocors").await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::CorsBlocked, "{}", e.message);
+    assert!(e.message.contains("Mcp-Session-Id"), "{}", e.message);
+}
+
 /// Only the proxy reaches a stdio server.
 #[wasm_bindgen_test]
 async fn proxy_mode_reaches_a_stdio_server() {

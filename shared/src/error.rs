@@ -33,8 +33,11 @@ pub enum ErrorCode {
     UpstreamTimeout,
     /// A stream ended before its final event.
     StreamInterrupted,
-    /// The network request could not be made (connection refused, DNS, CORS blocked).
+    /// The network request could not be made (connection refused, DNS, mixed content).
     NetworkError,
+    /// The server answered, but the browser withheld the answer: the server does not allow the
+    /// page's origin (CORS).
+    CorsBlocked,
     /// The caller aborted the request.
     Aborted,
     /// A bug or an unexpected state on our side.
@@ -57,6 +60,7 @@ impl ErrorCode {
             ErrorCode::UpstreamTimeout => "upstream_timeout",
             ErrorCode::StreamInterrupted => "stream_interrupted",
             ErrorCode::NetworkError => "network_error",
+            ErrorCode::CorsBlocked => "cors_blocked",
             ErrorCode::Aborted => "aborted",
             ErrorCode::Internal => "internal",
         }
@@ -77,7 +81,8 @@ impl ErrorCode {
             ErrorCode::UpstreamError
             | ErrorCode::UpstreamUnauthorized
             | ErrorCode::StreamInterrupted
-            | ErrorCode::NetworkError => 502,
+            | ErrorCode::NetworkError
+            | ErrorCode::CorsBlocked => 502,
             ErrorCode::UpstreamTimeout => 504,
             // 499 is the de-facto "client closed request" status; nothing is ever sent with it.
             ErrorCode::Aborted => 499,
@@ -277,6 +282,7 @@ mod tests {
             ErrorCode::UpstreamTimeout,
             ErrorCode::StreamInterrupted,
             ErrorCode::NetworkError,
+            ErrorCode::CorsBlocked,
             ErrorCode::Aborted,
             ErrorCode::Internal,
         ] {

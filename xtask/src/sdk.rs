@@ -165,6 +165,10 @@ pub fn browser_tests(servers: &TestServers, page_port: u16) -> Result<()> {
                 &servers.mcp_everything_url,
             )
             .env("SWITCHYARD_TEST_MCP_STATELESS", &servers.mcp_stateless_url)
+            .env("SWITCHYARD_TEST_PAGE_PORT", page_port.to_string())
+            // The runner's page is cross-origin isolated by default, which would also block the
+            // opaque `no-cors` probe that tells a CORS refusal from an unreachable server.
+            .env("WASM_BINDGEN_TEST_NO_ORIGIN_ISOLATION", "1")
             .env(
                 "WASM_BINDGEN_TEST_ADDRESS",
                 format!("127.0.0.1:{page_port}"),

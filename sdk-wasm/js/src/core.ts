@@ -60,8 +60,10 @@ export class AuthenticationError extends SwitchyardError {}
 export class InvalidRequestError extends SwitchyardError {}
 /** The upstream did not answer in time. */
 export class TimeoutError extends SwitchyardError {}
-/** The server could not be reached (down, unreachable, or CORS refused this origin). */
+/** The server could not be reached (down, unreachable, or mixed content). */
 export class NetworkError extends SwitchyardError {}
+/** The server answered, but does not allow this page's origin (CORS); see the README. */
+export class CorsError extends NetworkError {}
 /** A stream ended before its answer was complete. */
 export class StreamInterruptedError extends SwitchyardError {}
 /** The upstream failed. */
@@ -79,6 +81,7 @@ const classes: Partial<Record<ErrorCode, typeof SwitchyardError>> = {
   payload_too_large: InvalidRequestError,
   upstream_timeout: TimeoutError,
   network_error: NetworkError,
+  cors_blocked: CorsError,
   stream_interrupted: StreamInterruptedError,
   upstream_error: UpstreamError,
 };

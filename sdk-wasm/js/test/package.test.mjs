@@ -92,7 +92,7 @@ before(async () => {
         retryable: e.retryable,
         retryAfter: e.retryAfter,
         message: e.message,
-        classes: ["Error", "SwitchyardError", "AbortError", "RateLimitError", "AuthenticationError", "InvalidRequestError", "TimeoutError", "NetworkError", "StreamInterruptedError", "UpstreamError"].filter(
+        classes: ["Error", "SwitchyardError", "AbortError", "RateLimitError", "AuthenticationError", "InvalidRequestError", "TimeoutError", "NetworkError", "CorsError", "StreamInterruptedError", "UpstreamError"].filter(
           (c) => e instanceof (c === "Error" ? Error : sdk[c]),
         ),
       });
@@ -303,6 +303,20 @@ for (const mode of ["direct", "proxy"]) {
     });
   });
 }
+
+test("a server that answers without CORS headers rejects with CorsError, a NetworkError", async () => {
+  const e = await page.evaluate(async (port) => {
+    // The page's own server under another name: another origin, and no CORS headers.
+    const client = sdk.createClient({
+      mode: "direct",
+      providers: [{ name: "nocors", kind: "openai", baseUrl: `http://localhost:${port}/v1` }],
+    });
+    return client.chat({ model: "nocors/m", messages: [{ role: "user", content: "x" }] }).then(() => null, describeError);
+  }, pagePort);
+  assert.equal(e.code, "cors_blocked");
+  assert.ok(e.classes.includes("NetworkError") && e.classes.includes("SwitchyardError"));
+  assert.equal(e.name, "CorsError");
+});
 
 test("invalid options reject every call, and ready(), with InvalidRequestError", async () => {
   const r = await page.evaluate(async () => {
