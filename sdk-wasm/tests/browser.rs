@@ -16,11 +16,8 @@ use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 
 wasm_bindgen_test_configure!(run_in_browser);
 
-fn setting(value: Option<&'static str>, name: &str) -> &'static str {
-    value.unwrap_or_else(|| {
-        panic!("{name} is not set; run the browser tests with `cargo xtask test`")
-    })
-}
+mod common;
+use common::{setting, sleep_ms};
 
 /// The test upstream's OpenAI-compatible base URL (`http://127.0.0.1:PORT/v1`).
 fn upstream() -> &'static str {
@@ -110,16 +107,6 @@ async fn streams_cancelled() -> u64 {
         .ok()
         .and_then(|v| v.as_f64())
         .expect("streams_cancelled") as u64
-}
-
-async fn sleep_ms(ms: i32) {
-    let promise = js_sys::Promise::new(&mut |resolve, _| {
-        web_sys::window()
-            .expect("a window")
-            .set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms)
-            .expect("timer");
-    });
-    JsFuture::from(promise).await.expect("sleep");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -16,11 +16,8 @@ use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 
 wasm_bindgen_test_configure!(run_in_browser);
 
-fn setting(value: Option<&'static str>, name: &str) -> &'static str {
-    value.unwrap_or_else(|| {
-        panic!("{name} is not set; run the browser tests with `cargo xtask test`")
-    })
-}
+mod common;
+use common::{setting, sleep_ms};
 
 #[derive(Clone, Copy, Debug)]
 enum Mode {
@@ -257,18 +254,6 @@ async fn the_stateless_revision_works_like_the_others(mode: Mode) {
         .await
         .unwrap();
     assert_eq!(text_of(&r), "Echo: hi");
-}
-
-async fn sleep_ms(ms: i32) {
-    let promise = js_sys::Promise::new(&mut |resolve, _| {
-        web_sys::window()
-            .expect("a window")
-            .set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms)
-            .expect("timer");
-    });
-    wasm_bindgen_futures::JsFuture::from(promise)
-        .await
-        .expect("sleep");
 }
 
 /// Runs two futures to completion together (the browser has one thread).

@@ -242,7 +242,7 @@ fn parse_retry_after(value: &str) -> Option<u64> {
 }
 
 /// Cuts `s` to at most `max` bytes on a character boundary.
-pub(crate) fn truncate(s: &str, max: usize) -> &str {
+pub fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }

@@ -150,22 +150,31 @@ fn check_public_types(pkg: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Where both browser suites find the servers (a browser test has no environment of its own:
+/// the Rust suite reads these at compile time, the Node one at run time).
+fn with_servers<'a>(
+    cmd: &'a mut std::process::Command,
+    servers: &TestServers,
+    page_port: u16,
+) -> &'a mut std::process::Command {
+    cmd.env("SWITCHYARD_TEST_UPSTREAM", &servers.upstream_url)
+        .env("SWITCHYARD_TEST_UPSTREAM_KEY", UPSTREAM_KEY)
+        .env("SWITCHYARD_TEST_PROXY", &servers.proxy_url)
+        .env(
+            "SWITCHYARD_TEST_MCP_EVERYTHING",
+            &servers.mcp_everything_url,
+        )
+        .env("SWITCHYARD_TEST_MCP_STATELESS", &servers.mcp_stateless_url)
+        .env("SWITCHYARD_TEST_PAGE_PORT", page_port.to_string())
+}
+
 /// `wasm-pack test` in headless Chromium: the Rust-level suite, in both modes.
 pub fn browser_tests(servers: &TestServers, page_port: u16) -> Result<()> {
     run::status(
-        command("wasm-pack")
+        with_servers(&mut command("wasm-pack"), servers, page_port)
             .args(["test", "--mode", "no-install", "--headless", "--chrome"])
             .args(["--chromedriver", CHROMEDRIVER])
             .arg(root().join("sdk-wasm"))
-            .env("SWITCHYARD_TEST_UPSTREAM", &servers.upstream_url)
-            .env("SWITCHYARD_TEST_UPSTREAM_KEY", UPSTREAM_KEY)
-            .env("SWITCHYARD_TEST_PROXY", &servers.proxy_url)
-            .env(
-                "SWITCHYARD_TEST_MCP_EVERYTHING",
-                &servers.mcp_everything_url,
-            )
-            .env("SWITCHYARD_TEST_MCP_STATELESS", &servers.mcp_stateless_url)
-            .env("SWITCHYARD_TEST_PAGE_PORT", page_port.to_string())
             // The runner's page is cross-origin isolated by default, which would also block the
             // opaque `no-cors` probe that tells a CORS refusal from an unreachable server.
             .env("WASM_BINDGEN_TEST_NO_ORIGIN_ISOLATION", "1")
@@ -180,18 +189,9 @@ pub fn browser_tests(servers: &TestServers, page_port: u16) -> Result<()> {
 /// The built npm package in a page, driven by playwright-core: the TypeScript face, both modes.
 pub fn package_tests(servers: &TestServers, page_port: u16) -> Result<()> {
     run::status(
-        command("node")
+        with_servers(&mut command("node"), servers, page_port)
             .args(["--test", "--test-reporter=spec"])
             .arg(root().join("sdk-wasm/js/test/package.test.mjs"))
-            .env("SWITCHYARD_TEST_UPSTREAM", &servers.upstream_url)
-            .env("SWITCHYARD_TEST_UPSTREAM_KEY", UPSTREAM_KEY)
-            .env("SWITCHYARD_TEST_PROXY", &servers.proxy_url)
-            .env(
-                "SWITCHYARD_TEST_MCP_EVERYTHING",
-                &servers.mcp_everything_url,
-            )
-            .env("SWITCHYARD_TEST_MCP_STATELESS", &servers.mcp_stateless_url)
-            .env("SWITCHYARD_TEST_PAGE_PORT", page_port.to_string())
             .env("SWITCHYARD_TEST_PKG", root().join("sdk-wasm/pkg"))
             .env("CHROMIUM", CHROMIUM),
     )

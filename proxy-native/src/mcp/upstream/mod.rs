@@ -149,13 +149,4 @@ pub(crate) fn describe(error: &(dyn std::error::Error + 'static)) -> String {
     line
 }
 
-pub(crate) fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
+pub(crate) use switchyard_shared::error::truncate;
