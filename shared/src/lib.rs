@@ -4,6 +4,7 @@
 //! [`HttpRequest`]s this crate describes and feed the bytes they receive back into its parsers, so
 //! both modes behave alike by construction.
 
+pub mod agent;
 pub mod chat;
 pub mod error;
 pub mod mcp;
