@@ -16,6 +16,7 @@ use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 
 wasm_bindgen_test_configure!(run_in_browser);
 
+#[macro_use]
 mod common;
 use common::{setting, sleep_ms};
 
@@ -331,27 +332,6 @@ async fn breaking_off_a_stream_closes_it(mode: Mode) {
         sleep_ms(50).await;
     }
     panic!("the upstream stream was not cancelled");
-}
-
-macro_rules! in_both_modes {
-    ($($case:ident),* $(,)?) => {
-        mod direct {
-            $(
-                #[super::wasm_bindgen_test]
-                async fn $case() {
-                    super::$case(super::Mode::Direct).await
-                }
-            )*
-        }
-        mod proxy {
-            $(
-                #[super::wasm_bindgen_test]
-                async fn $case() {
-                    super::$case(super::Mode::Proxy).await
-                }
-            )*
-        }
-    };
 }
 
 in_both_modes!(

@@ -16,6 +16,7 @@ use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 
 wasm_bindgen_test_configure!(run_in_browser);
 
+#[macro_use]
 mod common;
 use common::{setting, sleep_ms};
 
@@ -262,27 +263,6 @@ async fn futures_join<A: std::future::Future, B: std::future::Future>(
     b: B,
 ) -> (A::Output, B::Output) {
     futures::future::join(a, b).await
-}
-
-macro_rules! in_both_modes {
-    ($($case:ident),* $(,)?) => {
-        mod direct {
-            $(
-                #[super::wasm_bindgen_test]
-                async fn $case() {
-                    super::$case(super::Mode::Direct).await
-                }
-            )*
-        }
-        mod proxy {
-            $(
-                #[super::wasm_bindgen_test]
-                async fn $case() {
-                    super::$case(super::Mode::Proxy).await
-                }
-            )*
-        }
-    };
 }
 
 in_both_modes!(
