@@ -182,6 +182,11 @@ impl Drop for BodyReader {
     }
 }
 
+/// A signal that fires when either of `a` and `b` does.
+pub(crate) fn any_signal(a: &AbortSignal, b: &AbortSignal) -> AbortSignal {
+    abort_signal_any(&js_sys::Array::of2(a, b))
+}
+
 /// The error an aborted request rejects with.
 pub(crate) fn aborted() -> ApiError {
     ApiError::new(ErrorCode::Aborted, "the request was aborted")

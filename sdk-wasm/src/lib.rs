@@ -4,16 +4,20 @@
 //! `tsify`) and turns [`ApiError`]s into JS errors. The hand-written TypeScript layer in `js/` wraps these exports
 //! into the public face (`createClient`, async iterators, `Error` subclasses).
 
+mod agent;
 mod client;
 mod direct_mcp;
 mod fetch;
 mod mcp;
 
+pub use agent::{AgentOptions, AgentRunCore, Approver};
 pub use client::{ChatStreamCore, ClientCore, ClientOptions, DirectOptions, ProxyOptions};
 pub use mcp::{McpClient, McpProgress, McpServerEndpoint};
 
-use switchyard_shared::{ApiError, ChatRequest, ChatResponse, StreamEvent};
-use tsify::Ts;
+use serde::{Deserialize, Serialize};
+use switchyard_shared::agent::{AgentEvent, PlannedCall};
+use switchyard_shared::{ApiError, ChatRequest, ChatResponse, ErrorCode, StreamEvent};
+use tsify::{Ts, Tsify};
 use wasm_bindgen::prelude::*;
 use web_sys::AbortSignal;
 
@@ -67,6 +71,114 @@ impl Client {
             .await
             .map_err(to_js)?;
         Ok(ChatStream { core })
+    }
+}
+
+#[wasm_bindgen]
+impl Client {
+    /// Starts an agent run: the model is offered the tools of `mcp_servers` and its tool calls
+    /// are run until it answers or `max_steps` answers were used. Nothing is sent until the
+    /// first `next()`.
+    #[wasm_bindgen(js_name = runAgent)]
+    pub fn run_agent(
+        &self,
+        request: Ts<ChatRequest>,
+        mcp_servers: Vec<String>,
+        max_steps: Option<u32>,
+        signal: Option<AbortSignal>,
+        #[wasm_bindgen(
+            unchecked_param_type = "((call: AgentToolCall) => boolean | Promise<boolean>) | undefined"
+        )]
+        approve: JsValue,
+    ) -> Result<AgentRun, JsValue> {
+        let request = parse_request(request)?;
+        let approve = approve.dyn_into::<js_sys::Function>().ok().map(js_approver);
+        let options = AgentOptions {
+            mcp_servers,
+            max_steps,
+        };
+        let core = AgentRunCore::new(
+            self.core.clone(),
+            request,
+            options,
+            signal.as_ref(),
+            approve,
+        )
+        .map_err(to_js)?;
+        Ok(AgentRun { core })
+    }
+}
+
+/// A tool call waiting for `approve`.
+#[derive(Debug, Clone, Serialize, Deserialize, Tsify)]
+pub struct AgentToolCall {
+    /// The model's id for the call.
+    pub call_id: String,
+    /// The MCP server.
+    pub server: String,
+    /// The tool's name on that server.
+    pub tool: String,
+    /// The arguments the model gave.
+    #[tsify(type = "Record<string, unknown>")]
+    pub arguments: rmcp::model::JsonObject,
+}
+
+/// Wraps a JavaScript `approve` callback: only `true` (or a promise of it) lets a call run, so a
+/// callback that forgets to return refuses rather than allows.
+fn js_approver(f: js_sys::Function) -> Approver {
+    Box::new(move |call: &PlannedCall| {
+        let f = f.clone();
+        let call = AgentToolCall {
+            call_id: call.call_id.clone(),
+            server: call.server.clone(),
+            tool: call.tool.clone(),
+            arguments: call.arguments.clone().unwrap_or_default(),
+        };
+        Box::pin(async move {
+            let failed = |e: JsValue| {
+                let why = e
+                    .dyn_ref::<js_sys::Error>()
+                    .map(|e| String::from(e.message()))
+                    .unwrap_or_else(|| format!("{e:?}"));
+                ApiError::new(ErrorCode::Internal, format!("`approve` failed: {why}"))
+            };
+            let value = f
+                .call1(
+                    &JsValue::NULL,
+                    &to_json_value(&call)
+                        .map_err(|_| ApiError::internal("could not convert the tool call"))?,
+                )
+                .map_err(failed)?;
+            let value = match value.dyn_into::<js_sys::Promise>() {
+                Ok(promise) => wasm_bindgen_futures::JsFuture::from(promise)
+                    .await
+                    .map_err(failed)?,
+                Err(value) => value,
+            };
+            Ok(value == JsValue::TRUE)
+        })
+    })
+}
+
+/// A running agent; the TypeScript layer makes it `AsyncIterable`.
+#[wasm_bindgen]
+pub struct AgentRun {
+    core: AgentRunCore,
+}
+
+#[wasm_bindgen]
+impl AgentRun {
+    /// The next event, or `undefined` after `done`. Rejects if the run failed or was aborted.
+    pub async fn next(&mut self) -> Result<Option<Ts<AgentEvent>>, JsValue> {
+        match self.core.next().await.map_err(to_js)? {
+            Some(event) => Ok(Some(to_ts(&event)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Stops the run: the current request and running tool calls are aborted.
+    pub fn cancel(&mut self) {
+        self.core.cancel();
     }
 }
 

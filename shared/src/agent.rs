@@ -20,8 +20,14 @@
 //! ```
 
 use rmcp::model::{CallToolResult, ContentBlock, JsonObject, ResourceContents, Tool};
+use serde::{Deserialize, Serialize};
 
-use crate::chat::{ChatRequest, ChatResponse, Message, ToolDefinition};
+#[cfg(feature = "wasm")]
+use tsify::Tsify;
+
+use crate::chat::{
+    AssistantMessage, ChatRequest, ChatResponse, FinishReason, Message, ToolDefinition, Usage,
+};
 use crate::error::ApiError;
 
 /// Steps (model answers) allowed when the caller does not say.
@@ -62,6 +68,114 @@ pub enum AgentStep {
     Done(ChatResponse),
     /// The model still wants tools, but the step budget is spent: its last answer stands.
     MaxStepsReached(ChatResponse),
+}
+
+/// What a running agent reports, in order. Steps (model answers) are numbered from 1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "wasm", derive(Tsify))]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentEvent {
+    /// More of the model's answer text.
+    TextDelta {
+        /// The step it belongs to.
+        step: u32,
+        /// The new text.
+        text: String,
+    },
+    /// A tool call the model asked for starts (after `approve`, when given, was asked about
+    /// every call of the step). Its `tool_result` follows; a refused call's says `denied`.
+    ToolCallStarted {
+        /// The step it belongs to.
+        step: u32,
+        /// The model's id for the call.
+        call_id: String,
+        /// The MCP server.
+        server: String,
+        /// The tool's name on that server.
+        tool: String,
+        /// The arguments the model gave.
+        #[cfg_attr(feature = "wasm", tsify(type = "Record<string, unknown>"))]
+        arguments: JsonObject,
+    },
+    /// A tool call ended: ran (`ok`, or `error` when the tool failed), failed to run (`error`
+    /// with `error`), or was refused by `approve` (`denied`).
+    ToolResult {
+        /// The step it belongs to.
+        step: u32,
+        /// The model's id for the call.
+        call_id: String,
+        /// The MCP server.
+        server: String,
+        /// The tool's name on that server.
+        tool: String,
+        /// How it ended.
+        status: ToolCallStatus,
+        /// Milliseconds from the start of the call to its end (0 when it did not run).
+        duration_ms: f64,
+        /// What the tool returned, when it ran.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "wasm", tsify(optional, type = "CallToolResult"))]
+        result: Option<CallToolResult>,
+        /// Why the call could not be made.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "wasm", tsify(optional))]
+        error: Option<ApiError>,
+    },
+    /// The model's answer of a step is complete.
+    StepFinished {
+        /// The step.
+        step: u32,
+        /// Why the model stopped.
+        finish_reason: FinishReason,
+        /// How many tools it asked for.
+        tool_calls: u32,
+    },
+    /// Token counts of a step.
+    Usage {
+        /// The step.
+        step: u32,
+        /// The counts.
+        usage: Usage,
+    },
+    /// The run is over; nothing follows.
+    Done {
+        /// Why it ended.
+        reason: AgentStopReason,
+        /// Model answers it took.
+        steps: u32,
+        /// The last answer.
+        message: AssistantMessage,
+        /// The whole conversation, ready to continue with another user message.
+        messages: Vec<Message>,
+        /// Token counts summed over the steps, when the provider reported them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "wasm", tsify(optional))]
+        usage: Option<Usage>,
+    },
+}
+
+/// How a tool call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "wasm", derive(Tsify))]
+#[serde(rename_all = "snake_case")]
+pub enum ToolCallStatus {
+    /// The tool ran and succeeded.
+    Ok,
+    /// The tool reported a failure, or the call could not be made.
+    Error,
+    /// The caller's `approve` refused it.
+    Denied,
+}
+
+/// Why an agent run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "wasm", derive(Tsify))]
+#[serde(rename_all = "snake_case")]
+pub enum AgentStopReason {
+    /// The model answered without asking for tools.
+    Answered,
+    /// The step budget was spent while the model still asked for tools.
+    MaxSteps,
 }
 
 /// The loop's state: the conversation so far, the tools on offer and the calls in flight.
@@ -127,6 +241,21 @@ impl AgentLoop {
     /// Whether every call of the current step has its result (the next request may be sent).
     pub fn ready(&self) -> bool {
         self.round.iter().all(|(_, answer)| answer.is_some())
+    }
+
+    /// The conversation to hand back once the loop has ended with `last`: the request's
+    /// messages and the last answer. Calls of an answer the budget cut short are answered as
+    /// not run, so the conversation stays valid to continue.
+    pub fn conversation(&self, last: &ChatResponse) -> Vec<Message> {
+        let mut messages = self.request.messages.clone();
+        messages.push(last.message.clone().into());
+        for call in &last.message.tool_calls {
+            messages.push(Message::Tool {
+                tool_call_id: call.id.clone(),
+                content: "error: not run: the step budget (maxSteps) was spent".to_owned(),
+            });
+        }
+        messages
     }
 
     /// Takes the model's answer; says what to do next.
@@ -550,6 +679,45 @@ mod tests {
         assert_eq!(answers[0], "error: disk full");
         assert_eq!(answers[1], "error: upstream_timeout: too slow");
         assert!(answers[2].contains("did not allow") && answers[2].contains("not now"));
+    }
+
+    #[test]
+    fn the_conversation_handed_back_can_be_continued() {
+        let mut agent = start(vec![tool("s", "a")], Some(1));
+        let last = answer(Some("let me look"), &[("c1", "s__a", "{}")]);
+        assert!(matches!(
+            agent.on_model_response(&last).unwrap(),
+            AgentStep::MaxStepsReached(_)
+        ));
+        let messages = agent.conversation(&last);
+        assert_eq!(messages.len(), 3, "{messages:?}");
+        assert!(
+            matches!(&messages[1], Message::Assistant { tool_calls, .. } if tool_calls.len() == 1)
+        );
+        assert!(
+            matches!(&messages[2], Message::Tool { tool_call_id, content } if tool_call_id == "c1" && content.contains("not run"))
+        );
+        let done = answer(Some("hi"), &[]);
+        assert_eq!(start(vec![], None).conversation(&done).len(), 2);
+    }
+
+    #[test]
+    fn events_have_the_documented_wire_shape() {
+        let event = AgentEvent::ToolResult {
+            step: 1,
+            call_id: "c1".into(),
+            server: "s".into(),
+            tool: "a".into(),
+            status: ToolCallStatus::Denied,
+            duration_ms: 0.0,
+            result: None,
+            error: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&event).unwrap(),
+            json!({"type": "tool_result", "step": 1, "call_id": "c1", "server": "s", "tool": "a",
+                   "status": "denied", "duration_ms": 0.0})
+        );
     }
 
     #[test]

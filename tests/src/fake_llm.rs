@@ -44,6 +44,7 @@ pub const MODELS: &[&str] = &[
     "echo",
     "tools",
     "parallel-tools",
+    "agent",
     "slow",
     "long",
     "fail-400",
@@ -368,6 +369,7 @@ async fn run_script(shared: &Arc<Shared>, request: ChatRequest) -> Response {
             &tools_reply(&request, true),
             None,
         ),
+        "agent" => respond(shared, &chunks, streaming, &agent_reply(&request), None),
         "stall" => {
             tokio::time::sleep(STALL).await;
             respond(shared, &chunks, streaming, &echo_reply(&request), None)
@@ -596,6 +598,58 @@ fn tools_reply(request: &ChatRequest, parallel: bool) -> Reply {
         vec![call("call_1", r#"{"query":"weather in Paris"}"#)]
     };
     Reply::new(request, None, calls, "tool_calls")
+}
+
+/// The `agent` model follows instructions in the last user message, one per line:
+/// `call <tool> <JSON arguments>` asks for that call (several lines: one parallel batch), and
+/// `loop` asks again after every result instead of answering. Without calls it echoes; once the
+/// results are back it answers "tool said: <results in call order>".
+fn agent_reply(request: &ChatRequest) -> Reply {
+    let last_user = request
+        .messages
+        .iter()
+        .rev()
+        .find(|m| m.role == "user")
+        .map(|m| content_text(&m.content))
+        .unwrap_or_default();
+    let calls: Vec<(&str, &str)> = last_user
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("call "))
+        .map(|rest| rest.split_once(' ').unwrap_or((rest, "{}")))
+        .collect();
+    let looping = last_user.lines().any(|line| line.trim() == "loop");
+    let results: Vec<String> = request
+        .messages
+        .iter()
+        .rev()
+        .take_while(|m| m.role == "tool")
+        .map(|m| content_text(&m.content))
+        .collect();
+    if calls.is_empty() {
+        return echo_reply(request);
+    }
+    if !results.is_empty() && !looping {
+        let results: Vec<String> = results.into_iter().rev().collect();
+        let content = format!("tool said: {}", results.join(" | "));
+        return Reply::new(request, Some(content), Vec::new(), "stop");
+    }
+    // Ids stay unique over the conversation: one batch per assistant message so far.
+    let step = request
+        .messages
+        .iter()
+        .filter(|m| m.role == "assistant")
+        .count()
+        + 1;
+    let tool_calls = calls
+        .iter()
+        .enumerate()
+        .map(|(i, (name, arguments))| ToolCall {
+            id: format!("call_{step}_{}", i + 1),
+            name: (*name).to_owned(),
+            arguments: arguments.trim().to_owned(),
+        })
+        .collect();
+    Reply::new(request, None, tool_calls, "tool_calls")
 }
 
 /// Text of a message `content`: a plain string, or the `text` parts of an

@@ -1,6 +1,9 @@
 // The idiomatic face over the wasm exports: `Error` subclasses, async iteration and lazy start-up.
 // All request logic lives in Rust; this file only adapts shapes.
 import type {
+  AgentEvent,
+  AgentRun as WasmAgentRun,
+  AgentToolCall,
   CallToolResult,
   ChatRequest,
   ChatResponse,
@@ -149,6 +152,64 @@ export class ChatStream implements AsyncIterable<StreamEvent> {
   }
 }
 
+/** Options of {@link SwitchyardClient.runAgent}: a chat request without `tools` (the MCP
+ * servers' tools are offered instead), and how the loop runs. */
+export interface AgentOptions extends Omit<ChatRequest, "tools" | "tool_choice"> {
+  /** The MCP servers whose tools the model is offered (as `<server>__<tool>` functions). */
+  mcpServers?: string[];
+  /** Model answers allowed before the run stops with reason `max_steps` (default 10). */
+  maxSteps?: number;
+  /** Aborting it stops the run, the current request and the running tool calls. */
+  signal?: AbortSignal;
+  /** Asked before each tool call runs; only `true` lets it run (a refusal is told to the model). */
+  approve?: (call: AgentToolCall) => boolean | Promise<boolean>;
+}
+
+/** The `done` event: the last event of a run. */
+export type AgentDone = Extract<AgentEvent, { type: "done" }>;
+
+/** A running agent: iterate its events with `for await`, or await `result()`. Leaving the loop
+ * early stops the run. */
+export class AgentRun implements AsyncIterable<AgentEvent> {
+  readonly #started: Promise<WasmAgentRun>;
+  #consumed = false;
+
+  /** @internal */
+  constructor(started: Promise<WasmAgentRun>) {
+    this.#started = started;
+    // Failures surface when the run is consumed, not as an unhandled rejection.
+    started.catch(() => undefined);
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<AgentEvent> {
+    if (this.#consumed) {
+      throw new SwitchyardError("bad_request", "an agent run can be iterated only once", 400, false);
+    }
+    this.#consumed = true;
+    const run = await guarded(() => this.#started);
+    try {
+      for (;;) {
+        const event = await guarded(() => run.next());
+        if (event === undefined) return;
+        yield event;
+      }
+    } finally {
+      // A no-op once the run ended; after an early `break` it aborts what is in flight.
+      run.cancel();
+    }
+  }
+
+  /** Runs to the end and resolves with the `done` event. */
+  async result(): Promise<AgentDone> {
+    let last: AgentEvent | undefined;
+    for await (const event of this) last = event;
+    if (last?.type !== "done") {
+      throw new SwitchyardError("internal", "the run ended without a result", 500, false);
+    }
+    return last;
+  }
+}
+
 /** Options of a tool call. */
 export interface CallToolOptions extends RequestOptions {
   /** Called with each progress report of a long-running tool. */
@@ -236,6 +297,16 @@ export class SwitchyardClient {
     return guarded(async () => (await this.#client).chat(request, options.signal));
   }
 
+  /** Runs the agent loop: the model is offered the tools of `mcpServers`, its tool calls run
+   * (a step's calls together) and their results go back to it until it answers or `maxSteps` is
+   * reached. Nothing is sent until the run is iterated. */
+  runAgent(options: AgentOptions): AgentRun {
+    const { mcpServers = [], maxSteps, signal, approve, ...request } = options;
+    return new AgentRun(
+      this.#client.then((c) => c.runAgent(request, mcpServers, maxSteps, signal, approve)),
+    );
+  }
+
   /** A streamed chat answer. The request starts at once; errors surface when it is consumed. */
   chatStream(request: ChatRequest, options: RequestOptions = {}): ChatStream {
     return new ChatStream(this.#client.then((c) => c.chatStream(request, options.signal)));
@@ -243,6 +314,10 @@ export class SwitchyardClient {
 }
 
 export type {
+  AgentEvent,
+  AgentStopReason,
+  AgentToolCall,
+  ApiError,
   AssistantMessage,
   CallToolResult,
   ChatRequest,
@@ -274,6 +349,7 @@ export type {
   ReadResourceResult,
   StreamEvent,
   ToolCall,
+  ToolCallStatus,
   ToolChoice,
   ToolDefinition,
   Usage,

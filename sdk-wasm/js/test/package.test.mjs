@@ -292,6 +292,120 @@ for (const mode of ["direct", "proxy"]) {
       assert.equal(r.aborted.name, "AbortError");
     });
 
+    test("runAgent streams typed events through a tool round trip; approve may be async", async () => {
+      const r = await page.evaluate(
+        async ({ mode }) => {
+          const asked = [];
+          const run = clients[mode].runAgent({
+            model: "fake/agent",
+            messages: [{ role: "user", content: 'call stateless__echo {"message":"page"}' }],
+            mcpServers: ["stateless"],
+            approve: async (call) => {
+              asked.push(call);
+              await new Promise((resolve) => setTimeout(resolve, 10));
+              return true;
+            },
+          });
+          const types = [];
+          let text = "";
+          let result;
+          let done;
+          for await (const event of run) {
+            types.push(event.type);
+            if (event.type === "text_delta") text += event.text;
+            if (event.type === "tool_result") result = event;
+            if (event.type === "done") done = event;
+          }
+          const again = await (async () => {
+            for await (const _ of run) return "iterated twice";
+          })().then(() => null, describeError);
+          return { asked, types, text, result, done, again };
+        },
+        { mode },
+      );
+      assert.deepEqual(r.asked, [{ call_id: "call_1_1", server: "stateless", tool: "echo", arguments: { message: "page" } }]);
+      assert.deepEqual(
+        r.types.filter((t) => t !== "text_delta" && t !== "usage"),
+        ["step_finished", "tool_call_started", "tool_result", "step_finished", "done"],
+      );
+      assert.equal(r.text, "tool said: Echo: page");
+      assert.equal(r.result.status, "ok");
+      assert.equal(r.result.result.content[0].text, "Echo: page");
+      assert.equal(typeof r.result.duration_ms, "number");
+      assert.equal(r.done.reason, "answered");
+      assert.equal(r.done.steps, 2);
+      assert.equal(r.done.messages.length, 4);
+      assert.equal(r.again.code, "bad_request");
+    });
+
+    test("runAgent: a falsy approve refuses, result() resolves with done, a throwing approve fails the run", async () => {
+      const r = await page.evaluate(
+        async ({ mode }) => {
+          const base = {
+            model: "fake/agent",
+            messages: [{ role: "user", content: 'call stateless__add {"a":1,"b":2}' }],
+            mcpServers: ["stateless"],
+          };
+          const refused = await clients[mode].runAgent({ ...base, approve: () => undefined }).result();
+          const thrown = await clients[mode]
+            .runAgent({
+              ...base,
+              approve: () => {
+                throw new Error("no dialogs here");
+              },
+            })
+            .result()
+            .then(() => null, describeError);
+          return { refused, thrown };
+        },
+        { mode },
+      );
+      assert.equal(r.refused.message.content, "tool said: error: the user did not allow this call");
+      assert.match(r.thrown.message, /no dialogs here/);
+      assert.ok(r.thrown.classes.includes("SwitchyardError"));
+    });
+
+    test("runAgent: aborting mid-tool rejects with AbortError; leaving the loop early stops the run", async () => {
+      const r = await page.evaluate(
+        async ({ mode }) => {
+          const slow = { role: "user", content: 'call stateless__slow {"steps":50,"delay_ms":100}' };
+          const controller = new AbortController();
+          const seen = [];
+          const aborted = await (async () => {
+            for await (const event of clients[mode].runAgent({
+              model: "fake/agent",
+              messages: [slow],
+              mcpServers: ["stateless"],
+              signal: controller.signal,
+            })) {
+              seen.push(event.type);
+              if (event.type === "tool_call_started") setTimeout(() => controller.abort(), 200);
+            }
+          })().then(() => null, describeError);
+          const cancelled = async () => JSON.parse((await clients[mode].mcp.callTool("stateless", "stats")).content[0].text).cancelled;
+          const before = await cancelled();
+          for await (const event of clients[mode].runAgent({ model: "fake/agent", messages: [slow], mcpServers: ["stateless"] })) {
+            if (event.type !== "tool_call_started") continue;
+            // The call runs while the page is busy elsewhere; then the page loses interest.
+            await new Promise((resolve) => setTimeout(resolve, 300));
+            break;
+          }
+          // The server counts the cancelled call; bounded wait for the notification to land.
+          let after = before;
+          for (let i = 0; i < 30 && after === before; i++) {
+            await new Promise((resolve) => setTimeout(resolve, 100));
+            after = await cancelled();
+          }
+          return { aborted, seen, brokeOut: after > before };
+        },
+        { mode },
+      );
+      assert.equal(r.aborted.name, "AbortError");
+      assert.ok(r.seen.includes("tool_call_started"));
+      assert.ok(!r.seen.includes("tool_result"), "no result after the abort");
+      assert.ok(r.brokeOut, "breaking out of the loop cancels the running call on the server");
+    });
+
     test("fields a client must not set are refused with InvalidRequestError", async () => {
       const e = await page.evaluate(
         ({ mode, req }) => clients[mode].chat(req).then(() => null, describeError),
