@@ -3,6 +3,7 @@
 //! reported once with the file, the key and the problem, and never surfaces later as a request
 //! failure. The `[[mcp_servers]]` entries are checked in `config/mcp.rs`.
 
+mod embedded;
 mod mcp;
 
 use std::fmt;
@@ -11,10 +12,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use switchyard_shared::ProviderKind;
 
-pub use mcp::{McpServerConfig, PASSED_THROUGH_ENV};
+use crate::mock::{self, MockScript};
+
+pub use embedded::embedded_default;
+pub use mcp::{BuiltinServer, McpServerConfig, PASSED_THROUGH_ENV};
 
 /// The whole configuration; `Config::default()` runs with no providers.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -44,6 +48,8 @@ pub struct ServerConfig {
     pub cors_allowed_origins: Vec<String>,
     /// Largest accepted request body, in bytes; larger ones get `413 payload_too_large`.
     pub max_body_bytes: usize,
+    /// Serve the demo web app at `/` (and what it needs at `/demo/config.json`).
+    pub demo_page: bool,
 }
 
 impl Default for ServerConfig {
@@ -52,6 +58,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 3001)),
             cors_allowed_origins: Vec::new(),
             max_body_bytes: 1024 * 1024,
+            demo_page: false,
         }
     }
 }
@@ -104,28 +111,85 @@ impl UpstreamConfig {
 }
 
 /// One `[[providers]]` entry.
+///
+/// Which keys apply depends on `kind`: `base_url`, `api_key_env` and `api_key_file` for a remote
+/// provider (`"openai"`), the `[providers.mock]` table for `"mock"`. A key of the other kind is
+/// refused rather than ignored.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     /// The name clients use in model ids; unique, without `/`.
     pub name: String,
-    /// The wire format the provider speaks.
-    pub kind: ProviderKind,
-    /// The API base URL, e.g. `https://api.openai.com/v1`.
-    pub base_url: String,
-    /// Name of the environment variable holding the API key.
+    /// A remote provider's wire format, or the built-in mock.
+    pub kind: ProviderConfigKind,
+    /// Remote: the API base URL, e.g. `https://api.openai.com/v1` (required).
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Remote: name of the environment variable holding the API key.
     #[serde(default)]
     pub api_key_env: Option<String>,
-    /// File holding the API key (surrounding whitespace is ignored); relative to the working
-    /// directory.
+    /// Remote: file holding the API key (surrounding whitespace is ignored); relative to the
+    /// working directory.
     #[serde(default)]
     pub api_key_file: Option<PathBuf>,
-    /// Models listed by `GET /api/llm/models` (any model is still passed on).
+    /// Models listed by `GET /api/llm/models` (any model is still passed on). A mock that lists
+    /// none lists `mock`.
     #[serde(default)]
     pub models: Vec<String>,
+    /// Mock: its script (`[providers.mock]`); without one, every message gets the fallback reply.
+    #[serde(default)]
+    pub mock: Option<MockScript>,
     /// The key itself, read from `api_key_env` or `api_key_file` when the file is loaded.
     #[serde(skip)]
     pub api_key: Option<SecretString>,
+}
+
+impl ProviderConfig {
+    /// A mock provider named `name` running `script`, for configurations built in code (e.g.
+    /// `ProviderConfig::mock("mock", MockScript::demo())`); it lists the model `mock` unless
+    /// `models` is set.
+    pub fn mock(name: impl Into<String>, script: MockScript) -> Self {
+        ProviderConfig {
+            name: name.into(),
+            kind: ProviderConfigKind::Mock,
+            base_url: None,
+            api_key_env: None,
+            api_key_file: None,
+            models: Vec::new(),
+            mock: Some(script),
+            api_key: None,
+        }
+    }
+}
+
+/// What a provider's `kind` names: one of `shared`'s wire formats, spoken to a remote API, or
+/// `"mock"`, the scripted provider the proxy answers itself.
+///
+/// `mock` is the proxy's own: it is not a [`ProviderKind`], so the SDK's direct mode cannot be
+/// given one (it reaches a mock served over HTTP as an ordinary `openai` provider).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderConfigKind {
+    /// A remote API in this wire format.
+    Remote(ProviderKind),
+    /// The built-in scripted provider.
+    Mock,
+}
+
+impl<'de> Deserialize<'de> for ProviderConfigKind {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::IntoDeserializer;
+
+        let name = String::deserialize(deserializer)?;
+        if name == "mock" {
+            return Ok(ProviderConfigKind::Mock);
+        }
+        // `shared` names its wire formats; its error lists them, and `mock` is added here.
+        ProviderKind::deserialize(name.as_str().into_deserializer())
+            .map(ProviderConfigKind::Remote)
+            .map_err(|e: serde::de::value::Error| {
+                serde::de::Error::custom(format!("{e} or `mock`"))
+            })
+    }
 }
 
 /// A configuration mistake: where it is and what is wrong.
@@ -216,40 +280,101 @@ impl Config {
             }
         }
         for (i, p) in self.providers.iter().enumerate() {
-            let key = |field: &str| format!("providers[{i}].{field}");
-            if p.name.is_empty() || p.name.contains('/') {
-                return Err(ConfigError::invalid(
-                    origin,
-                    key("name"),
-                    format!("{:?} must be non-empty and contain no '/'", p.name),
-                ));
-            }
-            if let Some(j) = self.providers[..i].iter().position(|q| q.name == p.name) {
-                return Err(ConfigError::invalid(
-                    origin,
-                    key("name"),
-                    format!("{:?} is already used by providers[{j}]", p.name),
-                ));
-            }
-            check_base_url(&p.base_url)
-                .map_err(|problem| ConfigError::invalid(origin, key("base_url"), problem))?;
-            if p.api_key_env.is_some() && p.api_key_file.is_some() {
-                return Err(ConfigError::invalid(
-                    origin,
-                    key("api_key_file"),
-                    "set either api_key_env or api_key_file, not both",
-                ));
-            }
-            if let Some(m) = p.models.iter().position(|m| m.is_empty()) {
-                return Err(ConfigError::invalid(
-                    origin,
-                    key(&format!("models[{m}]")),
-                    "must not be empty",
-                ));
-            }
+            validate_provider(i, p, &self.providers[..i], origin)?;
         }
         Ok(())
     }
+}
+
+/// Checks `providers[index]`; `earlier` are the entries before it.
+fn validate_provider(
+    index: usize,
+    p: &ProviderConfig,
+    earlier: &[ProviderConfig],
+    origin: &str,
+) -> Result<(), ConfigError> {
+    let key = |field: &str| format!("providers[{index}].{field}");
+    if p.name.is_empty() || p.name.contains('/') {
+        return Err(ConfigError::invalid(
+            origin,
+            key("name"),
+            format!("{:?} must be non-empty and contain no '/'", p.name),
+        ));
+    }
+    if let Some(j) = earlier.iter().position(|q| q.name == p.name) {
+        return Err(ConfigError::invalid(
+            origin,
+            key("name"),
+            format!("{:?} is already used by providers[{j}]", p.name),
+        ));
+    }
+    match p.kind {
+        ProviderConfigKind::Remote(kind) => {
+            let Some(base_url) = &p.base_url else {
+                return Err(ConfigError::invalid(
+                    origin,
+                    key("base_url"),
+                    format!("is required for kind {:?}", kind.as_str()),
+                ));
+            };
+            check_base_url(base_url)
+                .map_err(|problem| ConfigError::invalid(origin, key("base_url"), problem))?;
+            if p.mock.is_some() {
+                return Err(ConfigError::invalid(
+                    origin,
+                    key("mock"),
+                    "only a provider of kind \"mock\" has a script",
+                ));
+            }
+        }
+        ProviderConfigKind::Mock => {
+            // A mock is answered inside the proxy: there is nothing to reach and no key to hold.
+            for (field, set) in [
+                ("base_url", p.base_url.is_some()),
+                ("api_key_env", p.api_key_env.is_some()),
+                ("api_key_file", p.api_key_file.is_some()),
+            ] {
+                if set {
+                    return Err(ConfigError::invalid(
+                        origin,
+                        key(field),
+                        "a mock provider is answered inside the proxy and takes no base_url or key",
+                    ));
+                }
+            }
+            if let Some(script) = &p.mock {
+                script.check().map_err(|e| {
+                    ConfigError::invalid(origin, key(&format!("mock.{}", e.key)), e.problem)
+                })?;
+                if script.serve_http && !mock::is_path_safe(&p.name) {
+                    return Err(ConfigError::invalid(
+                        origin,
+                        key("name"),
+                        format!(
+                            "{:?} is served at /mock/<name>/v1 (serve_http), so it may only \
+                             contain letters, digits, '-', '_', '.' and '~'",
+                            p.name
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    if p.api_key_env.is_some() && p.api_key_file.is_some() {
+        return Err(ConfigError::invalid(
+            origin,
+            key("api_key_file"),
+            "set either api_key_env or api_key_file, not both",
+        ));
+    }
+    if let Some(m) = p.models.iter().position(|m| m.is_empty()) {
+        return Err(ConfigError::invalid(
+            origin,
+            key(&format!("models[{m}]")),
+            "must not be empty",
+        ));
+    }
+    Ok(())
 }
 
 /// Deserializes, naming the key of a type error through `serde_path_to_error`; the `toml` crate's
@@ -425,7 +550,7 @@ mod tests {
         assert_eq!(c.upstream.first_byte_timeout(), Duration::from_millis(300));
         assert_eq!(c.upstream.idle_timeout(), Duration::from_secs(60));
         let p = &c.providers[0];
-        assert_eq!(p.kind, ProviderKind::OpenAi);
+        assert_eq!(p.kind, ProviderConfigKind::Remote(ProviderKind::OpenAi));
         assert_eq!(p.api_key.as_ref().unwrap().expose_secret(), "sk-from-file");
         let shown = format!("{c:?}");
         assert!(!shown.contains("sk-from-file"), "{shown}");
@@ -469,7 +594,10 @@ mod tests {
         let m = error(
             "[[providers]]\nname = \"a\"\nkind = \"smoke-signals\"\nbase_url = \"http://x\"\n",
         );
-        assert_names(&m, &["`providers[0].kind`", "smoke-signals", "openai"]);
+        assert_names(
+            &m,
+            &["`providers[0].kind`", "smoke-signals", "openai", "mock"],
+        );
     }
 
     #[test]
@@ -492,6 +620,92 @@ mod tests {
         assert_names(&m, &["`server.cors_allowed_origins[0]`", "not an origin"]);
         let m = error("[server]\ncors_allowed_origins = [\"*\", \"http://a.test\"]\n");
         assert_names(&m, &["`server.cors_allowed_origins[0]`", "\"*\""]);
+    }
+
+    #[test]
+    fn mock_providers_need_no_address_and_take_a_script() {
+        let c = Config::from_toml_str(
+            r#"
+            [[providers]]
+            name = "mock"
+            kind = "mock"
+            [providers.mock]
+            chunk_delay_ms = 5
+            serve_http = true
+            [[providers.mock.rules]]
+            match = '(?i)hello (\w+)'
+            reply = "Hi {1}"
+            [[providers]]
+            name = "plain"
+            kind = "mock"
+            "#,
+            ORIGIN,
+        )
+        .unwrap();
+        assert_eq!(c.providers[0].kind, ProviderConfigKind::Mock);
+        let script = c.providers[0].mock.as_ref().unwrap();
+        assert_eq!((script.chunk_delay_ms, script.serve_http), (5, true));
+        assert!(c.providers[1].mock.is_none());
+        let built = ProviderConfig::mock("demo", MockScript::demo());
+        assert_eq!(built.kind, ProviderConfigKind::Mock);
+    }
+
+    #[test]
+    fn keys_of_the_other_kind_are_refused() {
+        let m = error("[[providers]]\nname = \"a\"\nkind = \"openai\"\n");
+        assert_names(
+            &m,
+            &[ORIGIN, "`providers[0].base_url`", "required", "openai"],
+        );
+        let m = error(
+            "[[providers]]\nname = \"a\"\nkind = \"openai\"\nbase_url = \"http://x\"\n[providers.mock]\n",
+        );
+        assert_names(&m, &["`providers[0].mock`", "\"mock\""]);
+        for key in [
+            "base_url = \"http://x\"",
+            "api_key_env = \"K\"",
+            "api_key_file = \"k\"",
+        ] {
+            let m = error(&format!(
+                "[[providers]]\nname = \"a\"\nkind = \"mock\"\n{key}\n"
+            ));
+            let field = key.split(' ').next().unwrap();
+            assert_names(
+                &m,
+                &[&format!("`providers[0].{field}`"), "inside the proxy"],
+            );
+        }
+    }
+
+    #[test]
+    fn script_mistakes_name_their_key() {
+        let m = error(
+            "[[providers]]\nname = \"a\"\nkind = \"mock\"\n[[providers.mock.rules]]\nmatch = '(a'\nreply = \"x\"\n",
+        );
+        assert_names(
+            &m,
+            &[
+                ORIGIN,
+                "`providers[0].mock.rules[0].match`",
+                "line 5",
+                "regular expression",
+            ],
+        );
+        let m = error(
+            "[[providers]]\nname = \"a\"\nkind = \"mock\"\n[[providers.mock.rules]]\nmatch = '(a)'\nreply = \"{2}\"\n",
+        );
+        assert_names(&m, &["`providers[0].mock.rules[0].reply`", "`{2}`"]);
+        let m = error(
+            "[[providers]]\nname = \"a\"\nkind = \"mock\"\n[[providers.mock.rules]]\ntool_calls = [{ name = \" \" }]\n",
+        );
+        assert_names(
+            &m,
+            &["`providers[0].mock.rules[0].tool_calls[0].name`", "empty"],
+        );
+        let m = error(
+            "[[providers]]\nname = \"a:b\"\nkind = \"mock\"\n[providers.mock]\nserve_http = true\n",
+        );
+        assert_names(&m, &["`providers[0].name`", "serve_http"]);
     }
 
     #[test]

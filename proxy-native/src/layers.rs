@@ -5,7 +5,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use axum::http::{HeaderName, HeaderValue, Method, Request, Response};
 use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -16,6 +16,20 @@ use tracing::{Span, field};
 use crate::config::ServerConfig;
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request headers of MCP's Streamable HTTP transport, which a page in direct mode sends to a
+/// built-in server's `/mcp/<name>` endpoint (`mcp-method` and `mcp-name` are the 2026-07-28
+/// routing headers).
+const MCP_REQUEST_HEADERS: [HeaderName; 5] = [
+    HeaderName::from_static("mcp-session-id"),
+    HeaderName::from_static("mcp-protocol-version"),
+    HeaderName::from_static("mcp-method"),
+    HeaderName::from_static("mcp-name"),
+    HeaderName::from_static("last-event-id"),
+];
+/// Exposed because a browser otherwise hides it, and a session-based MCP client then fails every
+/// call after `initialize`.
+const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
 
 /// Wraps `router` in request ids, tracing, CORS and the body limit.
 pub fn apply<S: Clone + Send + Sync + 'static>(
@@ -82,7 +96,12 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
         CorsLayer::new()
             .allow_origin(allow_origin)
             .allow_methods([Method::GET, Method::POST])
-            .allow_headers([CONTENT_TYPE, AUTHORIZATION, X_REQUEST_ID])
-            .expose_headers([X_REQUEST_ID]),
+            .allow_headers(
+                [CONTENT_TYPE, AUTHORIZATION, X_REQUEST_ID, ACCEPT]
+                    .into_iter()
+                    .chain(MCP_REQUEST_HEADERS)
+                    .collect::<Vec<_>>(),
+            )
+            .expose_headers([X_REQUEST_ID, MCP_SESSION_ID]),
     )
 }

@@ -8,10 +8,12 @@
 #![warn(missing_docs)]
 
 pub mod config;
+mod demo;
 mod error;
 mod extract;
 mod layers;
 pub mod mcp;
+pub mod mock;
 mod routes;
 pub mod shutdown;
 mod state;

@@ -26,7 +26,8 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct ServeArgs {
-    /// Configuration file (TOML); without it the proxy runs with no providers.
+    /// Configuration file (TOML); without it the proxy runs the embedded default: the mock
+    /// provider, the demo MCP server and the demo page (plus OpenAI and Ollama when found).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address to listen on, overriding `server.listen` (port 0 picks a free port).
@@ -65,8 +66,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = match &args.config {
         Some(path) => Config::load(path)?,
         None => {
-            tracing::warn!("no --config given: running with no providers");
-            Config::default()
+            let (config, notes) = config::embedded_default().await?;
+            tracing::info!("no --config given: running the embedded default");
+            for note in notes {
+                tracing::info!("{note}");
+            }
+            config
         }
     };
     if let Some(listen) = args.listen {

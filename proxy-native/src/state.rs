@@ -1,15 +1,16 @@
 //! Everything the handlers share, created once at start-up from the configuration: the upstream
-//! client, the route table, the MCP session pool and the settings the layers need. Handlers never
-//! read the config file.
+//! client, the route table, the mock providers, the MCP session pool and the settings the layers
+//! need. Handlers never read the config file.
 
 use std::sync::Arc;
 
 use anyhow::Context;
 use secrecy::ExposeSecret;
-use switchyard_shared::{ModelList, ProviderEndpoint, ProviderInfo, RouteTable};
+use switchyard_shared::{ModelList, ProviderEndpoint, ProviderInfo, ProviderKind, RouteTable};
 
-use crate::config::{Config, ServerConfig};
+use crate::config::{Config, ProviderConfig, ProviderConfigKind, ServerConfig};
 use crate::mcp::McpPool;
+use crate::mock::{self, MockProvider};
 use crate::upstream::Upstream;
 
 /// Shared, cheaply clonable application state.
@@ -23,6 +24,7 @@ struct Inner {
     routes: RouteTable,
     upstream: Upstream,
     models: ModelList,
+    mocks: Vec<Arc<MockProvider>>,
     mcp: McpPool,
     server: ServerConfig,
 }
@@ -35,31 +37,60 @@ impl AppState {
         let endpoints = config
             .providers
             .iter()
-            .map(|p| ProviderEndpoint {
-                name: p.name.clone(),
-                kind: p.kind,
-                base_url: p.base_url.clone(),
-                api_key: p.api_key.as_ref().map(|k| k.expose_secret().to_owned()),
-            })
-            .collect();
+            .map(endpoint)
+            .collect::<anyhow::Result<_>>()?;
         let routes = RouteTable::direct(endpoints).context("invalid provider configuration")?;
+        let mut upstream =
+            Upstream::new(&config.upstream).context("cannot create the HTTP client")?;
+        let mut mocks = Vec::new();
+        for p in &config.providers {
+            if p.kind != ProviderConfigKind::Mock {
+                continue;
+            }
+            let script = p.mock.clone().unwrap_or_default();
+            // Checked when a file is loaded; a configuration built in code is checked here (the
+            // router would panic on a path it cannot parse).
+            script.check().map_err(|e| {
+                anyhow::anyhow!("mock provider {:?}: `{}`: {}", p.name, e.key, e.problem)
+            })?;
+            let mock = Arc::new(MockProvider::new(&p.name, script, &p.models));
+            if mock.http_base_path().is_some() && !mock::is_path_safe(&p.name) {
+                anyhow::bail!(
+                    "mock provider {:?} cannot be served at /mock/<name>/v1: its name may only \
+                     contain letters, digits, '-', '_', '.' and '~'",
+                    p.name
+                );
+            }
+            upstream =
+                upstream.with_in_process(&p.name, mock::in_process_router(Arc::clone(&mock)));
+            mocks.push(mock);
+        }
         let models = ModelList {
             providers: config
                 .providers
                 .iter()
-                .map(|p| ProviderInfo {
-                    name: p.name.clone(),
-                    kind: p.kind,
-                    models: p.models.iter().map(|m| format!("{}/{m}", p.name)).collect(),
+                .map(|p| {
+                    let (kind, models) = match p.kind {
+                        ProviderConfigKind::Remote(kind) => (kind, p.models.clone()),
+                        // Listed by the wire format it is reached with.
+                        ProviderConfigKind::Mock => {
+                            (ProviderKind::OpenAi, mock::listed_models(&p.models))
+                        }
+                    };
+                    ProviderInfo {
+                        name: p.name.clone(),
+                        kind,
+                        models: models.iter().map(|m| format!("{}/{m}", p.name)).collect(),
+                    }
                 })
                 .collect(),
         };
-        let upstream = Upstream::new(&config.upstream).context("cannot create the HTTP client")?;
         Ok(AppState {
             inner: Arc::new(Inner {
                 routes,
                 upstream,
                 models,
+                mocks,
                 mcp: McpPool::new(&config.mcp_servers),
                 server: config.server.clone(),
             }),
@@ -81,6 +112,11 @@ impl AppState {
         &self.inner.models
     }
 
+    /// The mock providers (whether or not they are served over HTTP).
+    pub fn mocks(&self) -> &[Arc<MockProvider>] {
+        &self.inner.mocks
+    }
+
     /// The MCP servers and their live sessions.
     pub fn mcp(&self) -> &McpPool {
         &self.inner.mcp
@@ -90,4 +126,25 @@ impl AppState {
     pub fn server(&self) -> &ServerConfig {
         &self.inner.server
     }
+}
+
+/// Where the route table sends `p`'s requests. A mock gets an address that is never dialled: the
+/// upstream module answers its provider name in process.
+fn endpoint(p: &ProviderConfig) -> anyhow::Result<ProviderEndpoint> {
+    let (kind, base_url) = match p.kind {
+        ProviderConfigKind::Remote(kind) => {
+            let base_url = p
+                .base_url
+                .clone()
+                .with_context(|| format!("provider {:?} has no base_url", p.name))?;
+            (kind, base_url)
+        }
+        ProviderConfigKind::Mock => (ProviderKind::OpenAi, mock::IN_PROCESS_BASE_URL.to_owned()),
+    };
+    Ok(ProviderEndpoint {
+        name: p.name.clone(),
+        kind,
+        base_url,
+        api_key: p.api_key.as_ref().map(|k| k.expose_secret().to_owned()),
+    })
 }

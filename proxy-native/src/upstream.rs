@@ -1,24 +1,36 @@
 //! The only module that talks to upstreams: it executes the [`HttpRequest`]s that `shared`'s route
-//! table describes, with reqwest, and turns every transport failure and timeout into the shared
-//! error taxonomy. Messages name the provider, never its URL or key.
+//! table describes and turns every transport failure and timeout into the shared error taxonomy.
+//! Messages name the provider, never its URL or key.
+//!
+//! Each provider is reached one of two ways: over HTTP with reqwest, or, for providers the proxy
+//! answers itself (the `mock` kind), by handing the same request to their router in process.
+//! The way is chosen by the configured provider name, never by the URL, and everything after it
+//! (timeouts, the body read chunk by chunk, the error mapping) is shared.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
+use axum::body::{Body, BodyDataStream};
 use bytes::{Bytes, BytesMut};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use switchyard_shared::{ApiError, ErrorCode, HttpRequest, Method, PreparedRequest};
+use tower::ServiceExt;
 
 use crate::config::UpstreamConfig;
 
 /// Largest non-streamed upstream body read into memory; a provider answer is far smaller.
 const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
-/// The HTTP client and the timeouts that apply to every upstream request.
+/// The HTTP client, the in-process providers and the timeouts that apply to every upstream
+/// request.
 #[derive(Debug, Clone)]
 pub struct Upstream {
     client: reqwest::Client,
+    /// Providers answered in process, by configured name.
+    in_process: HashMap<String, Router>,
     first_byte: Duration,
     idle: Duration,
     total: Duration,
@@ -31,9 +43,31 @@ pub struct UpstreamResponse {
     pub status: u16,
     /// The `Retry-After` header, if any.
     pub retry_after: Option<String>,
-    response: reqwest::Response,
+    body: UpstreamBody,
     provider: Arc<str>,
     idle: Duration,
+}
+
+/// A response body still to be read, from either kind of upstream.
+#[derive(Debug)]
+enum UpstreamBody {
+    Http(reqwest::Response),
+    InProcess(BodyDataStream),
+}
+
+type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+impl UpstreamBody {
+    async fn chunk(&mut self) -> Result<Option<Bytes>, BodyError> {
+        match self {
+            // reqwest's errors name the URL; logs get them without it.
+            UpstreamBody::Http(response) => response
+                .chunk()
+                .await
+                .map_err(|e| Box::new(e.without_url()) as BodyError),
+            UpstreamBody::InProcess(stream) => stream.next().await.transpose().map_err(Into::into),
+        }
+    }
 }
 
 /// A complete upstream answer.
@@ -57,39 +91,58 @@ impl Upstream {
             .build()?;
         Ok(Upstream {
             client,
+            in_process: HashMap::new(),
             first_byte: config.first_byte_timeout(),
             idle: config.idle_timeout(),
             total: config.request_timeout(),
         })
     }
 
+    /// Answers the requests for `provider` with `router`, in process, instead of over HTTP.
+    pub fn with_in_process(mut self, provider: &str, router: Router) -> Self {
+        self.in_process.insert(provider.to_owned(), router);
+        self
+    }
+
     /// Sends the request and waits (at most the first-byte timeout) for the response headers.
     pub async fn send(&self, prepared: &PreparedRequest) -> Result<UpstreamResponse, ApiError> {
         let provider: Arc<str> = Arc::from(prepared.provider.as_deref().unwrap_or("upstream"));
-        tracing::debug!(request = ?prepared.http, "sending upstream request");
-        let request = self.build(&prepared.http)?;
-        let response = match tokio::time::timeout(self.first_byte, request.send()).await {
-            Ok(Ok(response)) => response,
-            Ok(Err(e)) => return Err(send_error(&provider, e)),
-            Err(_) => {
-                return Err(ApiError::new(
-                    ErrorCode::UpstreamTimeout,
-                    format!(
-                        "upstream '{provider}' did not answer within {} ms",
-                        self.first_byte.as_millis()
-                    ),
-                ));
+        let in_process = prepared
+            .provider
+            .as_deref()
+            .and_then(|name| self.in_process.get(name));
+        tracing::debug!(
+            request = ?prepared.http,
+            in_process = in_process.is_some(),
+            "sending upstream request"
+        );
+        let exchange = async {
+            match in_process {
+                Some(router) => send_in_process(router, &prepared.http).await,
+                None => {
+                    let request = self.build(&prepared.http)?;
+                    let response = request.send().await.map_err(|e| send_error(&provider, e))?;
+                    Ok(http_response(response))
+                }
             }
         };
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let (status, retry_after, body) =
+            match tokio::time::timeout(self.first_byte, exchange).await {
+                Ok(result) => result?,
+                Err(_) => {
+                    return Err(ApiError::new(
+                        ErrorCode::UpstreamTimeout,
+                        format!(
+                            "upstream '{provider}' did not answer within {} ms",
+                            self.first_byte.as_millis()
+                        ),
+                    ));
+                }
+            };
         Ok(UpstreamResponse {
-            status: response.status().as_u16(),
+            status,
             retry_after,
-            response,
+            body,
             provider,
             idle: self.idle,
         })
@@ -135,6 +188,58 @@ impl Upstream {
     }
 }
 
+/// What [`Upstream::send`] needs of an answer: its status, its `Retry-After` and its body.
+type Answer = (u16, Option<String>, UpstreamBody);
+
+fn retry_after(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+fn http_response(response: reqwest::Response) -> Answer {
+    (
+        response.status().as_u16(),
+        retry_after(response.headers()),
+        UpstreamBody::Http(response),
+    )
+}
+
+/// Hands the request to an in-process provider's router: the same method, path, headers and
+/// body that would go over the network.
+async fn send_in_process(router: &Router, http: &HttpRequest) -> Result<Answer, ApiError> {
+    // The route table made this URL; only its path and query matter to the router.
+    let url = reqwest::Url::parse(&http.url)
+        .map_err(|_| ApiError::internal("the route table built an invalid URL"))?;
+    let path = match url.query() {
+        Some(query) => format!("{}?{query}", url.path()),
+        None => url.path().to_owned(),
+    };
+    let method = match http.method {
+        Method::Get => axum::http::Method::GET,
+        Method::Post => axum::http::Method::POST,
+    };
+    let mut request = axum::http::Request::builder().method(method).uri(path);
+    for (name, value) in &http.headers {
+        request = request.header(name.as_str(), value.as_str());
+    }
+    let request = request
+        .body(Body::from(http.body.clone().unwrap_or_default()))
+        .map_err(|_| ApiError::internal("cannot build the in-process upstream request"))?;
+    // A router's error type is `Infallible`: every failure is already a response.
+    let response = match router.clone().oneshot(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    let (parts, body) = response.into_parts();
+    Ok((
+        parts.status.as_u16(),
+        retry_after(&parts.headers),
+        UpstreamBody::InProcess(body.into_data_stream()),
+    ))
+}
+
 impl UpstreamResponse {
     /// Whether the status is 2xx.
     pub fn is_success(&self) -> bool {
@@ -143,24 +248,25 @@ impl UpstreamResponse {
 
     /// The body as it arrives, each chunk within the idle timeout of the previous one.
     ///
-    /// The stream owns the reqwest response: dropping it (as axum does when the client goes
-    /// away) closes the upstream connection, which cancels the upstream's work.
+    /// The stream owns the body: dropping it (as axum does when the client goes away) closes
+    /// the upstream connection, which cancels the upstream's work, or, in process, drops the
+    /// answer being written.
     pub fn into_chunks(self) -> impl Stream<Item = Result<Bytes, ApiError>> + Send + 'static {
         let UpstreamResponse {
-            response,
+            body,
             provider,
             idle,
             ..
         } = self;
-        futures::stream::unfold(Some(response), move |state| {
+        futures::stream::unfold(Some(body), move |state| {
             let provider = Arc::clone(&provider);
             async move {
-                let mut response = state?;
-                match tokio::time::timeout(idle, response.chunk()).await {
-                    Ok(Ok(Some(chunk))) => Some((Ok(chunk), Some(response))),
+                let mut body = state?;
+                match tokio::time::timeout(idle, body.chunk()).await {
+                    Ok(Ok(Some(chunk))) => Some((Ok(chunk), Some(body))),
                     Ok(Ok(None)) => None,
                     Ok(Err(e)) => {
-                        tracing::warn!(%provider, error = ?e.without_url(), "upstream body broke off");
+                        tracing::warn!(%provider, error = ?e, "upstream body broke off");
                         let error = ApiError::new(
                             ErrorCode::StreamInterrupted,
                             format!("the connection to upstream '{provider}' broke off"),
@@ -184,8 +290,6 @@ impl UpstreamResponse {
 
     /// Reads the whole body (bounded in size, each chunk within the idle timeout).
     pub async fn collect(self) -> Result<UpstreamReply, ApiError> {
-        use futures::StreamExt;
-
         let (status, retry_after) = (self.status, self.retry_after.clone());
         let provider = Arc::clone(&self.provider);
         let mut body = BytesMut::new();
@@ -218,4 +322,61 @@ fn send_error(provider: &str, e: reqwest::Error) -> ApiError {
         format!("the request to upstream '{provider}' failed")
     };
     ApiError::new(ErrorCode::UpstreamError, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mock::{self, MockProvider, MockScript};
+    use switchyard_shared::{ProviderKind, WireFormat};
+
+    fn prepared(provider: &str, url: &str) -> PreparedRequest {
+        PreparedRequest {
+            http: HttpRequest {
+                method: Method::Post,
+                url: url.to_owned(),
+                headers: vec![("content-type".into(), "application/json".into())],
+                body: Some(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#.into()),
+            },
+            format: WireFormat::Provider(ProviderKind::OpenAi),
+            provider: Some(provider.to_owned()),
+        }
+    }
+
+    fn upstream() -> Upstream {
+        let mock = MockProvider::new("mock", MockScript::default(), &[]);
+        Upstream::new(&UpstreamConfig::default())
+            .unwrap()
+            .with_in_process("mock", mock::in_process_router(Arc::new(mock)))
+    }
+
+    #[tokio::test]
+    async fn in_process_providers_are_chosen_by_name_never_by_url() {
+        let upstream = upstream();
+        // The mock's name answers in process, whatever host the URL names...
+        let reply = upstream
+            .fetch(&prepared("mock", "http://127.0.0.1:9/v1/chat/completions"))
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 200);
+        assert!(String::from_utf8_lossy(&reply.body).contains("mock model"));
+        // ...and another name goes to the network even with the mock's address.
+        let url = format!("{}/chat/completions", mock::IN_PROCESS_BASE_URL);
+        let error = upstream.fetch(&prepared("other", &url)).await.unwrap_err();
+        assert_eq!(error.code, ErrorCode::UpstreamError);
+        assert!(error.message.contains("'other'"), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn in_process_answers_keep_their_status() {
+        let reply = upstream()
+            .fetch(&prepared("mock", "http://mock.invalid/v1/embeddings"))
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 404);
+        let prepared = prepared("mock", "http://mock.invalid/v1/embeddings");
+        let error = prepared.decode_error(reply.status, None, &reply.body);
+        assert_eq!(error.code, ErrorCode::NotFound);
+        assert!(error.message.contains("/v1/embeddings"), "{error:?}");
+    }
 }

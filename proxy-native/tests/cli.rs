@@ -130,11 +130,18 @@ fn start_serving(
     args: &[&str],
     envs: &[(&str, &str)],
 ) -> (Running, String, std::thread::JoinHandle<String>) {
-    let mut child = Command::new(BIN)
+    let mut command = Command::new(BIN);
+    command
         .args(["serve", "--config", config.to_str().unwrap()])
-        .args(["--listen", "127.0.0.1:0"])
         .args(args)
-        .envs(envs.iter().copied())
+        .envs(envs.iter().copied());
+    serve_with(command)
+}
+
+/// Runs `command` (a `serve` command line) on a free loopback port; see [`start_serving`].
+fn serve_with(mut command: Command) -> (Running, String, std::thread::JoinHandle<String>) {
+    let mut child = command
+        .args(["--listen", "127.0.0.1:0"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -283,4 +290,124 @@ async fn mcp_headers_from_the_environment_never_reach_the_logs() {
     let logs = logs.join().unwrap();
     assert!(logs.contains("MCP session established"), "{logs}");
     assert!(!logs.contains("mcp-header-secret"), "{logs}");
+}
+
+/// A local Ollama's model list, as `GET /api/tags` answers it.
+async fn fake_ollama() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let app = axum::Router::new().route(
+        "/api/tags",
+        axum::routing::get(|| async {
+            axum::Json(
+                serde_json::json!({"models": [{"name": "llama3.2:latest"}, {"name": "qwen3:4b"}]}),
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, task)
+}
+
+// Multi-threaded: the fake Ollama must answer while the test thread waits for start-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_config_the_embedded_default_serves_the_demo() {
+    const KEY: &str = "sk-openai-default-test-91c2";
+    let (ollama, _task) = fake_ollama().await;
+    let mut command = Command::new(BIN);
+    command
+        .arg("serve")
+        .env("OPENAI_API_KEY", KEY)
+        .env("OLLAMA_HOST", ollama.to_string())
+        .env("RUST_LOG", "trace");
+    let (child, base, logs) = serve_with(command);
+    let client = reqwest::Client::new();
+    let get = |path: &str| client.get(format!("{base}{path}")).send();
+
+    let models: serde_json::Value = get("/api/llm/models").await.unwrap().json().await.unwrap();
+    let listed: Vec<&str> = models["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["models"].as_array().unwrap())
+        .filter_map(|m| m.as_str())
+        .collect();
+    for model in [
+        "mock/demo",
+        "openai/gpt-4.1-mini",
+        "ollama/llama3.2:latest",
+        "ollama/qwen3:4b",
+    ] {
+        assert!(listed.contains(&model), "{model} in {listed:?}");
+    }
+    let servers = get("/api/mcp/servers").await.unwrap().text().await.unwrap();
+    assert!(servers.contains(r#""name":"demo""#), "{servers}");
+    let page = get("/").await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+
+    // The mock answers through the demo tools: a real agent step, over the proxy's routes.
+    let answer: serde_json::Value = client
+        .post(format!("{base}/api/llm/chat"))
+        .json(&serde_json::json!({
+            "model": "mock/demo",
+            "messages": [{"role": "user", "content": "calculate 12*(3+4)"}],
+            "tools": [{"name": "demo__calculate", "parameters": {"type": "object"}}],
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        answer["message"]["tool_calls"][0]["name"], "demo__calculate",
+        "{answer}"
+    );
+
+    drop(child);
+    let logs = logs.join().unwrap();
+    for said in [
+        "embedded default",
+        "provider `openai`",
+        "provider `ollama`",
+        "MCP server `demo`",
+    ] {
+        assert!(logs.contains(said), "start-up says {said:?}: {logs}");
+    }
+    assert!(!logs.contains(KEY), "the OpenAI key reached the logs");
+}
+
+#[tokio::test]
+async fn the_embedded_default_says_what_it_did_not_find() {
+    let mut command = Command::new(BIN);
+    command
+        .arg("serve")
+        .env_remove("OPENAI_API_KEY")
+        // Port 9 (discard) on loopback: nothing answers there.
+        .env("OLLAMA_HOST", "127.0.0.1:9");
+    let (child, base, logs) = serve_with(command);
+    let models = reqwest::get(format!("{base}/api/llm/models"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let models: serde_json::Value = serde_json::from_str(&models).unwrap();
+    let names: Vec<&str> = models["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(names, ["mock"]);
+    drop(child);
+    let logs = logs.join().unwrap();
+    assert!(logs.contains("no Ollama answered at 127.0.0.1:9"), "{logs}");
 }

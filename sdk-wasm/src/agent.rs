@@ -48,7 +48,7 @@ enum State {
     /// The model's answer of the current step is streaming in.
     Answering {
         agent: AgentLoop,
-        stream: ChatStreamCore,
+        stream: Box<ChatStreamCore>,
     },
     /// The calls of a step: first asked for approval one by one, then run together.
     Calling {
@@ -167,14 +167,17 @@ impl AgentRunCore {
             .client
             .chat_stream(agent.request(), Some(&self.signal))
             .await?;
-        self.state = State::Answering { agent, stream };
+        self.state = State::Answering {
+            agent,
+            stream: Box::new(stream),
+        };
         Ok(())
     }
 
     async fn read_answer(
         &mut self,
         mut agent: AgentLoop,
-        mut stream: ChatStreamCore,
+        mut stream: Box<ChatStreamCore>,
     ) -> Result<(), ApiError> {
         let step = agent.steps() + 1;
         match stream.next().await? {

@@ -1,5 +1,6 @@
 //! The `[[mcp_servers]]` entries: which MCP servers clients may use, how the proxy reaches them
-//! (a command it starts, or a Streamable HTTP URL) and how long it waits for them.
+//! (a command it starts, a Streamable HTTP URL, or a server built into the proxy) and how long it
+//! waits for them.
 //!
 //! Values that may be secret (environment variables for a child, HTTP headers) can be written in
 //! the file or taken from the proxy's own environment (`env_from`, `headers_from`); either way
@@ -44,12 +45,23 @@ const DEFAULT_CALL_TIMEOUT_MS: u64 = 60_000;
 const DEFAULT_IDLE_TIMEOUT_MS: u64 = 300_000;
 const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 30_000;
 
+/// The MCP servers built into the proxy (`transport = "builtin"`, `server = "..."`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BuiltinServer {
+    /// Small deterministic tools (`now`, `calculate`, `search_notes`), a set of notes as
+    /// resources, and a `summarize_notes` prompt: something real to try without installing a
+    /// server.
+    Demo,
+}
+
 /// One `[[mcp_servers]]` entry.
 ///
 /// Which keys apply depends on `transport`: `command`, `args`, `env`, `env_from`, `inherit_env`
 /// and `cwd` for `"stdio"`; `url`, `headers` and `headers_from` for `"streamable_http"` and
-/// `"sse"` (the legacy HTTP+SSE transport, whose `url` is the event stream, often `/sse`). A key
-/// of the other kind is refused rather than ignored.
+/// `"sse"` (the legacy HTTP+SSE transport, whose `url` is the event stream, often `/sse`);
+/// `server` and `serve_http` for `"builtin"`. A key of another kind is refused rather than
+/// ignored.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct McpServerConfig {
@@ -90,6 +102,13 @@ pub struct McpServerConfig {
     /// holding e.g. `Bearer sk-...`).
     #[serde(default)]
     pub headers_from: BTreeMap<String, String>,
+    /// builtin: which server built into the proxy.
+    #[serde(default)]
+    pub server: Option<BuiltinServer>,
+    /// builtin: also offer it to clients as an MCP Streamable HTTP endpoint at `/mcp/<name>` on
+    /// the proxy's own listener (so a browser in direct mode can reach it).
+    #[serde(default)]
+    pub serve_http: bool,
     /// Longest time one request (a tool call, a list, a read) may take, in milliseconds.
     #[serde(default = "default_call_timeout_ms")]
     pub call_timeout_ms: u64,
@@ -139,6 +158,9 @@ impl fmt::Debug for McpServerConfig {
                 .field("url", &self.url)
                 .field("headers", &self.headers.keys().collect::<Vec<_>>())
                 .field("headers_from", &self.headers_from),
+            McpTransport::Builtin => d
+                .field("server", &self.server)
+                .field("serve_http", &self.serve_http),
         };
         d.field("call_timeout_ms", &self.call_timeout_ms)
             .field("idle_timeout_ms", &self.idle_timeout_ms)
@@ -148,6 +170,40 @@ impl fmt::Debug for McpServerConfig {
 }
 
 impl McpServerConfig {
+    /// The built-in demo server under `name`, with the default timeouts and served over HTTP at
+    /// `/mcp/<name>`; checked like an entry of the file.
+    pub fn builtin_demo(name: &str) -> Result<Self, ConfigError> {
+        let mut servers = [McpServerConfig {
+            name: name.to_owned(),
+            transport: McpTransport::Builtin,
+            command: None,
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            env_from: BTreeMap::new(),
+            inherit_env: false,
+            cwd: None,
+            url: None,
+            headers: BTreeMap::new(),
+            headers_from: BTreeMap::new(),
+            server: Some(BuiltinServer::Demo),
+            serve_http: true,
+            call_timeout_ms: DEFAULT_CALL_TIMEOUT_MS,
+            idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
+            connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
+            resolved_env: Vec::new(),
+            resolved_headers: Vec::new(),
+        }];
+        check_and_resolve(&mut servers, "the built-in demo MCP server")?;
+        let [server] = servers;
+        Ok(server)
+    }
+
+    /// The path of its Streamable HTTP endpoint on the proxy, when `serve_http` is set.
+    pub fn http_path(&self) -> Option<String> {
+        (self.transport == McpTransport::Builtin && self.serve_http)
+            .then(|| format!("/mcp/{}", self.name))
+    }
+
     /// [`Self::call_timeout_ms`] as a duration.
     pub fn call_timeout(&self) -> Duration {
         Duration::from_millis(self.call_timeout_ms)
@@ -200,6 +256,7 @@ pub(super) fn check_and_resolve(
         match server.transport {
             McpTransport::Stdio => check_stdio(server, &key, origin)?,
             McpTransport::StreamableHttp | McpTransport::Sse => check_http(server, &key, origin)?,
+            McpTransport::Builtin => check_builtin(server, &key, origin)?,
         }
     }
     Ok(())
@@ -212,11 +269,7 @@ fn refuse_foreign_keys(
     key: &dyn Fn(&str) -> String,
     origin: &str,
 ) -> Result<(), ConfigError> {
-    let transport = match server.transport {
-        McpTransport::Stdio => "stdio",
-        McpTransport::StreamableHttp => "streamable_http",
-        McpTransport::Sse => "sse",
-    };
+    let transport = transport_name(server.transport);
     let stdio_keys = [
         ("command", server.command.is_some()),
         ("args", !server.args.is_empty()),
@@ -230,11 +283,18 @@ fn refuse_foreign_keys(
         ("headers", !server.headers.is_empty()),
         ("headers_from", !server.headers_from.is_empty()),
     ];
-    let foreign: &[(&str, bool)] = match server.transport {
-        McpTransport::Stdio => &http_keys,
-        McpTransport::StreamableHttp | McpTransport::Sse => &stdio_keys,
+    let builtin_keys = [
+        ("server", server.server.is_some()),
+        ("serve_http", server.serve_http),
+    ];
+    let foreign: Vec<&(&str, bool)> = match server.transport {
+        McpTransport::Stdio => http_keys.iter().chain(&builtin_keys).collect(),
+        McpTransport::StreamableHttp | McpTransport::Sse => {
+            stdio_keys.iter().chain(&builtin_keys).collect()
+        }
+        McpTransport::Builtin => stdio_keys.iter().chain(&http_keys).collect(),
     };
-    if let Some((field, _)) = foreign.iter().find(|(_, set)| *set) {
+    if let Some((field, _)) = foreign.into_iter().find(|(_, set)| *set) {
         return Err(ConfigError::invalid(
             origin,
             key(field),
@@ -301,13 +361,12 @@ fn check_http(
     refuse_foreign_keys(server, key, origin)?;
     let invalid = |field: &str, problem: String| ConfigError::invalid(origin, key(field), problem);
     let Some(url) = server.url.as_deref() else {
-        let transport = match server.transport {
-            McpTransport::Sse => "sse",
-            _ => "streamable_http",
-        };
         return Err(invalid(
             "url",
-            format!("is required for transport \"{transport}\""),
+            format!(
+                "is required for transport \"{}\"",
+                transport_name(server.transport)
+            ),
         ));
     };
     check_url(url).map_err(|p| invalid("url", p))?;
@@ -348,6 +407,44 @@ fn check_http(
     }
     server.resolved_headers = resolved;
     Ok(())
+}
+
+fn check_builtin(
+    server: &mut McpServerConfig,
+    key: &dyn Fn(&str) -> String,
+    origin: &str,
+) -> Result<(), ConfigError> {
+    refuse_foreign_keys(server, key, origin)?;
+    let invalid = |field: &str, problem: String| ConfigError::invalid(origin, key(field), problem);
+    if server.server.is_none() {
+        return Err(invalid(
+            "server",
+            "is required for transport \"builtin\" (the one built-in server is \"demo\")".into(),
+        ));
+    }
+    // The name becomes a path segment of the proxy's router: characters that URLs escape, or
+    // that the router reads as patterns (`{`, `*`), would make an endpoint nobody can reach.
+    let path_safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~');
+    if server.serve_http && (!server.name.chars().all(path_safe) || server.name.starts_with('.')) {
+        return Err(invalid(
+            "name",
+            format!(
+                "{:?} is served at /mcp/<name> (serve_http = true), so it may only contain \
+                 ASCII letters, digits, '-', '_', '.' and '~', and must not start with '.'",
+                server.name
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn transport_name(transport: McpTransport) -> &'static str {
+    match transport {
+        McpTransport::Stdio => "stdio",
+        McpTransport::StreamableHttp => "streamable_http",
+        McpTransport::Sse => "sse",
+        McpTransport::Builtin => "builtin",
+    }
 }
 
 /// Headers that rmcp's Streamable HTTP client manages; a configured value would conflict.
@@ -425,6 +522,7 @@ fn locate_command(command: &str) -> Result<String, String> {
 mod tests {
     use secrecy::ExposeSecret;
 
+    use super::{BuiltinServer, McpServerConfig, McpTransport};
     use crate::config::Config;
 
     const ORIGIN: &str = "/etc/switchyard/mcp.toml";
@@ -608,6 +706,84 @@ mod tests {
         assert!(!m.contains("break-secret"), "{m}");
         let m = error(&format!("{STDIO}frobnicate = true\n"));
         assert_names(&m, &["unknown field `frobnicate`", "mcp_servers[0]"]);
+    }
+
+    const BUILTIN: &str =
+        "[[mcp_servers]]\nname = \"demo\"\ntransport = \"builtin\"\nserver = \"demo\"\n";
+
+    #[test]
+    fn builtin_servers_name_their_server_and_may_be_served_over_http() {
+        let c = Config::from_toml_str(BUILTIN, ORIGIN).unwrap();
+        let demo = &c.mcp_servers[0];
+        assert_eq!(demo.transport, McpTransport::Builtin);
+        assert_eq!(demo.server, Some(BuiltinServer::Demo));
+        assert!(!demo.serve_http);
+        assert_eq!(demo.http_path(), None);
+        let c = Config::from_toml_str(&format!("{BUILTIN}serve_http = true\n"), ORIGIN).unwrap();
+        assert_eq!(c.mcp_servers[0].http_path().as_deref(), Some("/mcp/demo"));
+        let shown = format!("{:?}", c.mcp_servers[0]);
+        assert!(
+            shown.contains("Demo") && shown.contains("serve_http: true"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn builtin_mistakes_name_the_key() {
+        let m = error("[[mcp_servers]]\nname = \"a\"\ntransport = \"builtin\"\n");
+        assert_names(
+            &m,
+            &[ORIGIN, "`mcp_servers[0].server`", "required", "\"demo\""],
+        );
+        let m = error(&BUILTIN.replace("server = \"demo\"", "server = \"weather\""));
+        assert_names(&m, &["`mcp_servers[0].server`", "weather", "demo"]);
+        let m = error(&format!("{BUILTIN}command = \"sh\"\n"));
+        assert_names(
+            &m,
+            &["`mcp_servers[0].command`", "does not apply", "\"builtin\""],
+        );
+        let m = error(&format!("{BUILTIN}url = \"http://x/mcp\"\n"));
+        assert_names(&m, &["`mcp_servers[0].url`", "does not apply"]);
+        let m = error(&format!("{STDIO}serve_http = true\n"));
+        assert_names(
+            &m,
+            &["`mcp_servers[0].serve_http`", "does not apply", "stdio"],
+        );
+        let m = error(&format!("{HTTP}server = \"demo\"\n"));
+        assert_names(&m, &["`mcp_servers[0].server`", "does not apply"]);
+        let m = error(&format!("{BUILTIN}serve_http = \"yes\"\n"));
+        assert_names(&m, &["mcp_servers[0].serve_http", "bool"]);
+    }
+
+    #[test]
+    fn a_served_builtin_needs_a_name_fit_for_a_path() {
+        for name in ["my demo", "d{x}", "*", "..", ".hidden", "café"] {
+            let text = BUILTIN.replace("\"demo\"\ntransport", &format!("{name:?}\ntransport"));
+            // Without an endpoint, any name will do.
+            assert!(Config::from_toml_str(&text, ORIGIN).is_ok(), "{name}");
+            let m = error(&format!("{text}serve_http = true\n"));
+            assert_names(&m, &["`mcp_servers[0].name`", "/mcp/<name>"]);
+        }
+        let text = BUILTIN.replace("\"demo\"\ntransport", "\"demo-2.v1_x~\"\ntransport");
+        assert!(Config::from_toml_str(&format!("{text}serve_http = true\n"), ORIGIN).is_ok());
+    }
+
+    #[test]
+    fn the_builtin_demo_constructor_gives_a_checked_served_entry() {
+        let demo = McpServerConfig::builtin_demo("demo").unwrap();
+        assert_eq!(demo.name, "demo");
+        assert_eq!(demo.transport, McpTransport::Builtin);
+        assert_eq!(demo.server, Some(BuiltinServer::Demo));
+        assert_eq!(demo.http_path().as_deref(), Some("/mcp/demo"));
+        assert_eq!(demo.call_timeout_ms, 60_000);
+        let m = McpServerConfig::builtin_demo("no/slash")
+            .unwrap_err()
+            .to_string();
+        assert_names(&m, &["built-in demo MCP server", "name"]);
+        let m = McpServerConfig::builtin_demo("with space")
+            .unwrap_err()
+            .to_string();
+        assert_names(&m, &["/mcp/<name>"]);
     }
 
     #[test]

@@ -186,6 +186,11 @@ impl McpPool {
         &self.list
     }
 
+    /// The configured servers' entries, in the order of the configuration.
+    pub(crate) fn configs(&self) -> impl Iterator<Item = &McpServerConfig> {
+        self.slots.iter().map(|slot| &slot.config)
+    }
+
     /// One page of the server's tools (`cursor` from the previous page's `nextCursor`).
     pub async fn list_tools(
         &self,

@@ -1,9 +1,12 @@
 //! The HTTP API: one file per route group, assembled here with the shared 404/405 answers and the
 //! layers.
 
+mod builtin_mcp;
 mod health;
 mod llm;
 mod mcp;
+mod mock;
+mod page;
 
 use axum::Router;
 use axum::http::{Method, Uri};
@@ -18,7 +21,10 @@ pub fn router(state: AppState) -> Router {
     let routes = Router::new()
         .merge(llm::routes())
         .merge(mcp::routes())
+        .merge(builtin_mcp::routes(&state))
         .merge(health::routes())
+        .merge(mock::routes(&state))
+        .merge(page::routes(&state))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
     layers::apply(routes, state.server()).with_state(state)

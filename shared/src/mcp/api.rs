@@ -20,6 +20,8 @@ pub enum McpTransport {
     StreamableHttp,
     /// The legacy HTTP+SSE transport (MCP 2024-11-05).
     Sse,
+    /// A server built into the proxy, running in its process.
+    Builtin,
 }
 
 /// One MCP server a client may use, without its address or command.

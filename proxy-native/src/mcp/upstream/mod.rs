@@ -1,8 +1,10 @@
 //! The only code that talks to MCP servers: it opens a session over the configured transport
 //! (one file per transport: `stdio.rs`, `http.rs` for Streamable HTTP, `sse.rs` for the legacy
-//! HTTP+SSE transport) and negotiates the protocol version. Everything above works on the
+//! HTTP+SSE transport, `builtin.rs` for servers inside the proxy) and negotiates the protocol
+//! version. Everything above works on the
 //! resulting [`Connection`], whatever the transport.
 
+mod builtin;
 mod http;
 pub(crate) mod link;
 mod sse;
@@ -62,6 +64,15 @@ pub(crate) async fn connect(
         McpTransport::StreamableHttp => {
             let transport = http::transport(config)
                 .map_err(|problem| ApiError::internal(format!("MCP server '{name}': {problem}")))?;
+            let (transport, link) = Tracked::new(transport);
+            handler
+                .serve_with_lifecycle(transport, lifecycle())
+                .await
+                .map(|service| Connection { service, link })
+        }
+        McpTransport::Builtin => {
+            let transport = builtin::start(config)
+                .map_err(|problem| ApiError::internal(format!("MCP server '{name}' {problem}")))?;
             let (transport, link) = Tracked::new(transport);
             handler
                 .serve_with_lifecycle(transport, lifecycle())
