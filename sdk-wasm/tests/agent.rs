@@ -7,81 +7,21 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use switchyard_sdk_wasm::{
-    AgentOptions, AgentRunCore, Approver, ClientCore, ClientOptions, DirectOptions,
-    McpServerEndpoint, ProxyOptions,
-};
+use switchyard_sdk_wasm::{AgentOptions, AgentRunCore, Approver, ClientCore};
 use switchyard_shared::agent::{AgentEvent, AgentStopReason, ToolCallStatus};
 use switchyard_shared::mcp::McpToolCall;
-use switchyard_shared::{
-    ApiError, ChatRequest, ErrorCode, FinishReason, Message, ProviderEndpoint, ProviderKind,
-};
+use switchyard_shared::{ApiError, ChatRequest, ErrorCode, FinishReason, Message};
 use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 
 wasm_bindgen_test_configure!(run_in_browser);
 
 #[macro_use]
 mod common;
-use common::{setting, sleep_ms};
-
-#[derive(Clone, Copy, Debug)]
-enum Mode {
-    Direct,
-    Proxy,
-}
+use common::{Mode, fake_provider, mcp_servers, sleep_ms};
 
 /// Both modes know the provider `fake` and the servers `everything` and `stateless`.
 fn client(mode: Mode) -> ClientCore {
-    let endpoint = |name: &str, url: &'static str| McpServerEndpoint {
-        name: name.into(),
-        url: url.into(),
-        headers: Default::default(),
-    };
-    let options = match mode {
-        Mode::Direct => ClientOptions::Direct(DirectOptions {
-            providers: vec![ProviderEndpoint {
-                name: "fake".into(),
-                kind: ProviderKind::OpenAi,
-                base_url: setting(
-                    option_env!("SWITCHYARD_TEST_UPSTREAM"),
-                    "SWITCHYARD_TEST_UPSTREAM",
-                )
-                .into(),
-                api_key: Some(
-                    setting(
-                        option_env!("SWITCHYARD_TEST_UPSTREAM_KEY"),
-                        "SWITCHYARD_TEST_UPSTREAM_KEY",
-                    )
-                    .into(),
-                ),
-            }],
-            mcp_servers: vec![
-                endpoint(
-                    "everything",
-                    setting(
-                        option_env!("SWITCHYARD_TEST_MCP_EVERYTHING"),
-                        "SWITCHYARD_TEST_MCP_EVERYTHING",
-                    ),
-                ),
-                endpoint(
-                    "stateless",
-                    setting(
-                        option_env!("SWITCHYARD_TEST_MCP_STATELESS"),
-                        "SWITCHYARD_TEST_MCP_STATELESS",
-                    ),
-                ),
-            ],
-        }),
-        Mode::Proxy => ClientOptions::Proxy(ProxyOptions {
-            base_url: setting(
-                option_env!("SWITCHYARD_TEST_PROXY"),
-                "SWITCHYARD_TEST_PROXY",
-            )
-            .into(),
-            api_key: None,
-        }),
-    };
-    ClientCore::new(options).expect("valid options")
+    common::client(mode, vec![fake_provider()], mcp_servers())
 }
 
 /// A run of the `agent` model on `instructions`, offered the tools of `servers`.

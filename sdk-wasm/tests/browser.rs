@@ -18,50 +18,11 @@ wasm_bindgen_test_configure!(run_in_browser);
 
 #[macro_use]
 mod common;
-use common::{setting, sleep_ms};
+use common::{Mode, fake_provider, setting, sleep_ms, upstream};
 
-/// The test upstream's OpenAI-compatible base URL (`http://127.0.0.1:PORT/v1`).
-fn upstream() -> &'static str {
-    setting(
-        option_env!("SWITCHYARD_TEST_UPSTREAM"),
-        "SWITCHYARD_TEST_UPSTREAM",
-    )
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Mode {
-    Direct,
-    Proxy,
-}
-
+/// Both modes know the provider `fake`.
 fn client(mode: Mode) -> ClientCore {
-    let options = match mode {
-        Mode::Direct => ClientOptions::Direct(DirectOptions {
-            mcp_servers: Vec::new(),
-            providers: vec![ProviderEndpoint {
-                name: "fake".into(),
-                kind: ProviderKind::OpenAi,
-                base_url: upstream().into(),
-                api_key: Some(
-                    setting(
-                        option_env!("SWITCHYARD_TEST_UPSTREAM_KEY"),
-                        "SWITCHYARD_TEST_UPSTREAM_KEY",
-                    )
-                    .into(),
-                ),
-            }],
-        }),
-        // The proxy's config names the same upstream "fake" and holds its key.
-        Mode::Proxy => ClientOptions::Proxy(ProxyOptions {
-            base_url: setting(
-                option_env!("SWITCHYARD_TEST_PROXY"),
-                "SWITCHYARD_TEST_PROXY",
-            )
-            .into(),
-            api_key: None,
-        }),
-    };
-    ClientCore::new(options).expect("valid options")
+    common::client(mode, vec![fake_provider()], Vec::new())
 }
 
 fn request(model: &str, text: &str) -> ChatRequest {

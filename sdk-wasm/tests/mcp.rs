@@ -7,9 +7,7 @@
 use std::cell::RefCell;
 
 use rmcp::model::CallToolResult;
-use switchyard_sdk_wasm::{
-    ClientCore, ClientOptions, DirectOptions, McpServerEndpoint, ProxyOptions,
-};
+use switchyard_sdk_wasm::{ClientCore, ClientOptions, DirectOptions, McpServerEndpoint};
 use switchyard_shared::ErrorCode;
 use switchyard_shared::mcp::McpToolCall;
 use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
@@ -18,50 +16,11 @@ wasm_bindgen_test_configure!(run_in_browser);
 
 #[macro_use]
 mod common;
-use common::{setting, sleep_ms};
-
-#[derive(Clone, Copy, Debug)]
-enum Mode {
-    Direct,
-    Proxy,
-}
+use common::{Mode, mcp_servers, setting, sleep_ms};
 
 /// Both modes know the same two servers by the same names: `everything` and `stateless`.
 fn client(mode: Mode) -> ClientCore {
-    let options = match mode {
-        Mode::Direct => ClientOptions::Direct(DirectOptions {
-            providers: Vec::new(),
-            mcp_servers: vec![
-                McpServerEndpoint {
-                    name: "everything".into(),
-                    url: setting(
-                        option_env!("SWITCHYARD_TEST_MCP_EVERYTHING"),
-                        "SWITCHYARD_TEST_MCP_EVERYTHING",
-                    )
-                    .into(),
-                    headers: Default::default(),
-                },
-                McpServerEndpoint {
-                    name: "stateless".into(),
-                    url: setting(
-                        option_env!("SWITCHYARD_TEST_MCP_STATELESS"),
-                        "SWITCHYARD_TEST_MCP_STATELESS",
-                    )
-                    .into(),
-                    headers: Default::default(),
-                },
-            ],
-        }),
-        Mode::Proxy => ClientOptions::Proxy(ProxyOptions {
-            base_url: setting(
-                option_env!("SWITCHYARD_TEST_PROXY"),
-                "SWITCHYARD_TEST_PROXY",
-            )
-            .into(),
-            api_key: None,
-        }),
-    };
-    ClientCore::new(options).expect("valid options")
+    common::client(mode, Vec::new(), mcp_servers())
 }
 
 fn call(server: &str, name: &str, arguments: serde_json::Value) -> McpToolCall {

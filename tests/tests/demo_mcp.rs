@@ -12,9 +12,10 @@ use rmcp::transport::StreamableHttpClientTransport;
 use serde_json::{Value, json};
 use switchyard_proxy::Config;
 use switchyard_shared::mcp::McpToolEvent;
-use switchyard_shared::sse::SseDecoder;
-use switchyard_shared::{ApiError, ErrorBody, ErrorCode, paths};
-use tokio::task::JoinHandle;
+use switchyard_shared::{ApiError, ErrorCode, paths};
+
+mod common;
+use common::{ErrorReply, LoopbackProxy, ok_json, read_tool_events, tool_text};
 
 /// Bounds every request a test makes, so that a regression fails instead of hanging.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
@@ -23,25 +24,9 @@ const PAGE_ORIGIN: &str = "http://page.test:5173";
 /// The proxy's body limit in these tests.
 const MAX_BODY: usize = 64 * 1024;
 
-struct Harness {
-    base: String,
-    client: reqwest::Client,
-    proxy: JoinHandle<anyhow::Result<()>>,
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        self.proxy.abort();
-    }
-}
-
-async fn start() -> Harness {
-    if std::env::var_os("RUST_LOG").is_some() {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-    }
+/// The proxy with the demo server, served over HTTP too, and a copy that is not.
+async fn start() -> LoopbackProxy {
+    common::init_tracing();
     let toml = format!(
         r#"
         [server]
@@ -62,48 +47,13 @@ async fn start() -> Harness {
         "#
     );
     let config = Config::from_toml_str(&toml, "demo_mcp test").unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let proxy = tokio::spawn(switchyard_proxy::serve_until(
-        config,
-        listener,
-        std::future::pending(),
-    ));
-    Harness {
-        base: format!("http://{addr}"),
-        client: reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .unwrap(),
-        proxy,
-    }
+    LoopbackProxy::start(config, REQUEST_TIMEOUT).await
 }
 
-impl Harness {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
+/// The requests these cases make beside the shared ones.
+impl LoopbackProxy {
     fn endpoint(&self) -> String {
         self.url("/mcp/demo")
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.client
-            .post(self.url(path))
-            .json(body)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn get_json(&self, path: &str, query: &[(&str, &str)]) -> Value {
-        let url = reqwest::Url::parse_with_params(&self.url(path), query).unwrap();
-        ok_json(self.client.get(url).send().await.unwrap()).await
-    }
-
-    async fn post_json(&self, path: &str, body: &Value) -> Value {
-        ok_json(self.post(path, body).await).await
     }
 
     /// A tool call through `/api/mcp/tool`; its `CallToolResult`.
@@ -137,31 +87,15 @@ impl Harness {
     }
 }
 
-async fn ok_json(response: reqwest::Response) -> Value {
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    assert_eq!(status, 200, "{text}");
-    serde_json::from_str(&text).unwrap()
-}
-
+/// Reads the error body, checking it has the shared shape.
 async fn error_of(response: reqwest::Response) -> (u16, ApiError) {
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    let error =
-        ErrorBody::parse(text.as_bytes()).unwrap_or_else(|| panic!("not the error body: {text}"));
-    (status, error)
-}
-
-/// The text of a tool result's first content block.
-fn text_of(result: &Value) -> &str {
-    result["content"][0]["text"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no text content in {result}"))
+    let reply = ErrorReply::read(response).await;
+    (reply.status, reply.error)
 }
 
 fn assert_tool_error(result: &Value, needle: &str) {
     assert_eq!(result["isError"], true, "{result}");
-    let text = text_of(result);
+    let text = tool_text(result);
     assert!(text.contains(needle), "{needle:?} missing in {text:?}");
 }
 
@@ -226,7 +160,7 @@ async fn calculate_evaluates_and_reports_mistakes_as_tool_errors() {
     let h = start().await;
     let result = h.call("calculate", json!({"expression": "12*(3+4)"})).await;
     assert_eq!(result["isError"], false, "{result}");
-    assert_eq!(text_of(&result), "12*(3+4) = 84");
+    assert_eq!(tool_text(&result), "12*(3+4) = 84");
     assert_eq!(result["structuredContent"]["value"], 84.0);
     let result = h
         .call("calculate", json!({"expression": "-2^2 + 7 % 4 / 0.5"}))
@@ -257,7 +191,7 @@ async fn now_answers_rfc3339_with_the_weekday_at_the_asked_offset() {
     let rfc3339 = now["rfc3339"].as_str().unwrap();
     assert!(rfc3339.ends_with('Z') && rfc3339.len() == 20, "{now}");
     let weekday = now["weekday"].as_str().unwrap();
-    assert!(text_of(&result).contains(rfc3339) && text_of(&result).contains(weekday));
+    assert!(tool_text(&result).contains(rfc3339) && tool_text(&result).contains(weekday));
     let unix = now["unix_seconds"].as_i64().unwrap();
     let system = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -291,7 +225,7 @@ async fn search_notes_ranks_and_limits() {
         let id = hit["id"].as_str().unwrap();
         assert_eq!(hit["uri"], format!("notes://note/{id}"));
         assert!(!hit["title"].as_str().unwrap().is_empty());
-        assert!(text_of(&result).contains(id), "{result}");
+        assert!(tool_text(&result).contains(id), "{result}");
     }
     let scores: Vec<f64> = results
         .iter()
@@ -308,7 +242,7 @@ async fn search_notes_ranks_and_limits() {
         .await;
     assert_eq!(result["isError"], false);
     assert_eq!(result["structuredContent"]["results"], json!([]));
-    assert!(text_of(&result).starts_with("No notes match"));
+    assert!(tool_text(&result).starts_with("No notes match"));
     let result = h.call("search_notes", json!({"query": "the and of"})).await;
     assert_tool_error(&result, "no words to search for");
     let result = h
@@ -320,20 +254,14 @@ async fn search_notes_ranks_and_limits() {
 #[tokio::test]
 async fn a_streamed_call_ends_with_its_result() {
     let h = start().await;
-    let mut response = h
+    let response = h
         .post(
             paths::MCP_TOOL_STREAM,
             &json!({"server": "demo", "name": "calculate", "arguments": {"expression": "2^10"}}),
         )
         .await;
     assert_eq!(response.status(), 200);
-    let mut decoder = SseDecoder::new();
-    let mut events = Vec::new();
-    while let Some(chunk) = response.chunk().await.unwrap() {
-        for event in decoder.push(&chunk) {
-            events.push(serde_json::from_str::<McpToolEvent>(&event.data).unwrap());
-        }
-    }
+    let events = read_tool_events(response).await;
     let [McpToolEvent::Result { result }] = &events[..] else {
         panic!("one result expected: {events:?}")
     };

@@ -2,17 +2,18 @@
 //! the scripted OpenAI-compatible upstream. Every answer is read the way a client reads it, with
 //! `shared`'s decoder.
 
-use std::net::SocketAddr;
+use std::ops::Deref;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use switchyard_proxy::Config;
 use switchyard_shared::{
-    ChatResponse, ChatStreamDecoder, ErrorBody, ErrorCode, ModelList, StreamEvent, WireFormat,
-    paths,
+    ApiError, ChatResponse, ChatStreamDecoder, ErrorCode, ModelList, StreamEvent, WireFormat, paths,
 };
 use switchyard_tests::fake_llm::{FakeLlm, FakeLlmConfig};
-use tokio::task::JoinHandle;
+
+mod common;
+use common::{ErrorReply, LoopbackProxy};
 
 /// The upstream key; the fake rejects any other, and it must never reach a client.
 const KEY: &str = "sk-test-proxy-e2e-3f9a1c";
@@ -30,18 +31,18 @@ struct Setup {
 
 /// A fake upstream, the proxy in front of it, and a client.
 struct Harness {
+    proxy: LoopbackProxy,
     fake: FakeLlm,
-    base: String,
-    client: reqwest::Client,
-    proxy: JoinHandle<anyhow::Result<()>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
     // The key file must outlive the start-up that reads it; kept for clarity.
     _key_dir: tempfile::TempDir,
 }
 
-impl Drop for Harness {
-    fn drop(&mut self) {
-        self.proxy.abort();
+/// The cases speak to the proxy through the harness.
+impl Deref for Harness {
+    type Target = LoopbackProxy;
+
+    fn deref(&self) -> &LoopbackProxy {
+        &self.proxy
     }
 }
 
@@ -50,6 +51,7 @@ async fn start() -> Harness {
 }
 
 async fn start_with(setup: Setup) -> Harness {
+    common::init_tracing();
     let fake = FakeLlm::start(FakeLlmConfig {
         api_key: Some(KEY.to_owned()),
     })
@@ -77,37 +79,10 @@ async fn start_with(setup: Setup) -> Harness {
         upstream = setup.upstream,
     );
     let config = Config::from_toml_str(&toml, "llm_proxy test").unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let proxy = tokio::spawn(switchyard_proxy::serve_until(config, listener, async {
-        let _ = stop_rx.await;
-    }));
     Harness {
+        proxy: LoopbackProxy::start(config, REQUEST_TIMEOUT).await,
         fake,
-        base: format!("http://{addr}"),
-        client: reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .unwrap(),
-        proxy,
-        stop: Some(stop_tx),
         _key_dir: key_dir,
-    }
-}
-
-impl Harness {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.client
-            .post(self.url(path))
-            .json(body)
-            .send()
-            .await
-            .unwrap()
     }
 }
 
@@ -123,24 +98,15 @@ fn tools_body(model: &str) -> Value {
     })
 }
 
-/// Reads the error body, checking it has the shared shape.
-async fn error_of(
-    response: reqwest::Response,
-) -> (u16, Option<String>, switchyard_shared::ApiError, String) {
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
+/// Reads the error body, checking it is JSON of the shared shape; with its `Retry-After`.
+async fn error_of(response: reqwest::Response) -> (u16, Option<String>, ApiError, String) {
+    let reply = ErrorReply::read(response).await;
+    reply.assert_json();
+    let retry_after = reply
+        .headers
         .get("retry-after")
         .map(|v| v.to_str().unwrap().to_owned());
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/json",
-        "errors are JSON"
-    );
-    let text = response.text().await.unwrap();
-    let error = ErrorBody::parse(text.as_bytes())
-        .unwrap_or_else(|| panic!("not the shared error body: {text}"));
-    (status, retry_after, error, text)
+    (reply.status, retry_after, reply.error, reply.text)
 }
 
 /// Reads a whole event stream; panics if it does not end with its terminal event.
@@ -612,10 +578,8 @@ async fn the_server_stops_when_asked() {
             .status(),
         200
     );
-    h.stop.take().unwrap().send(()).unwrap();
-    let result = tokio::time::timeout(Duration::from_secs(5), &mut h.proxy)
+    let result = tokio::time::timeout(Duration::from_secs(5), h.proxy.stop())
         .await
-        .expect("the proxy did not stop within 5 s")
-        .unwrap();
+        .expect("the proxy did not stop within 5 s");
     assert!(result.is_ok(), "{result:?}");
 }

@@ -12,6 +12,9 @@ use switchyard_proxy::Config;
 use switchyard_shared::paths;
 use tracing_subscriber::fmt::MakeWriter;
 
+mod common;
+use common::LoopbackProxy;
+
 const RMCP_SERVER: &str = env!("CARGO_BIN_EXE_mcp-test-server");
 const ENV_SECRET: &str = "env-secret-4b1d9e";
 const HEADER_SECRET: &str = "header-secret-8c2f7a";
@@ -103,16 +106,7 @@ async fn configured_mcp_secrets_never_reach_the_log() {
         ?config,
         "the configuration, as a careless log line would show it"
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let proxy = tokio::spawn(switchyard_proxy::serve_until(config, listener, async {
-        let _ = stop_rx.await;
-    }));
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap();
+    let mut proxy = LoopbackProxy::start(config, Duration::from_secs(20)).await;
     for server in ["stdio", "http"] {
         for tool in ["echo", "slow"] {
             let body = json!({
@@ -125,18 +119,12 @@ async fn configured_mcp_secrets_never_reach_the_log() {
             } else {
                 paths::MCP_TOOL
             };
-            let response = client
-                .post(format!("{base}{path}"))
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
+            let response = proxy.post(path, &body).await;
             assert_eq!(response.status(), 200, "{server} {tool}");
             response.bytes().await.unwrap();
         }
     }
-    let _ = stop_tx.send(());
-    proxy.await.unwrap().unwrap();
+    proxy.stop().await.unwrap();
 
     let log = String::from_utf8_lossy(&log.0.lock().unwrap()).into_owned();
     assert!(

@@ -3,6 +3,7 @@
 //! stdio and Streamable HTTP, and the rmcp test server (2026-07-28) over stdio and stateless HTTP.
 //! Answers are read the way a client reads them, with `shared`'s types.
 
+use std::ops::Deref;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::Ordering;
@@ -13,10 +14,12 @@ use switchyard_proxy::Config;
 use switchyard_proxy::mcp::McpPool;
 use switchyard_shared::mcp::{McpServerList, McpToolEvent, McpTransport};
 use switchyard_shared::sse::SseDecoder;
-use switchyard_shared::{ApiError, ErrorBody, ErrorCode, paths};
+use switchyard_shared::{ApiError, ErrorCode, paths};
 use switchyard_tests::mcp_server::HttpTestServer;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::task::JoinHandle;
+
+mod common;
+use common::{ErrorReply, LoopbackProxy, ok_json, read_tool_events, tool_text};
 
 /// Bounds every request a test makes, so that a regression fails instead of hanging.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
@@ -120,22 +123,20 @@ struct Setup {
 
 /// The upstreams, the proxy in front of them, and a client.
 struct Harness {
+    proxy: LoopbackProxy,
     nonce: String,
-    base: String,
-    client: reqwest::Client,
     config: Config,
     rmcp_http: HttpTestServer,
     everything_http: Option<EverythingHttp>,
     everything_sse: Option<EverythingHttp>,
-    proxy: Option<JoinHandle<anyhow::Result<()>>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
-impl Drop for Harness {
-    fn drop(&mut self) {
-        if let Some(proxy) = &self.proxy {
-            proxy.abort();
-        }
+/// The cases speak to the proxy through the harness.
+impl Deref for Harness {
+    type Target = LoopbackProxy;
+
+    fn deref(&self) -> &LoopbackProxy {
+        &self.proxy
     }
 }
 
@@ -234,13 +235,7 @@ async fn start() -> Harness {
 }
 
 async fn start_with(setup: Setup) -> Harness {
-    if std::env::var_os("RUST_LOG").is_some() {
-        // Several tests share the process; only the first installs the subscriber.
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-    }
+    common::init_tracing();
     let rmcp_http = HttpTestServer::start("127.0.0.1:0".parse().unwrap(), true)
         .await
         .unwrap();
@@ -262,59 +257,17 @@ async fn start_with(setup: Setup) -> Harness {
         &nonce,
     );
     let config = Config::from_toml_str(&toml, "mcp_proxy test").unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let proxy = tokio::spawn(switchyard_proxy::serve_until(
-        config.clone(),
-        listener,
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
     Harness {
+        proxy: LoopbackProxy::start(config.clone(), REQUEST_TIMEOUT).await,
         nonce,
-        base: format!("http://{addr}"),
-        client: reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .unwrap(),
         config,
         rmcp_http,
         everything_http,
         everything_sse,
-        proxy: Some(proxy),
-        stop: Some(stop_tx),
     }
 }
 
 impl Harness {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.client
-            .post(self.url(path))
-            .json(body)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn get(&self, path: &str, query: &[(&str, &str)]) -> reqwest::Response {
-        let url = reqwest::Url::parse_with_params(&self.url(path), query).unwrap();
-        self.client.get(url).send().await.unwrap()
-    }
-
-    async fn get_json(&self, path: &str, query: &[(&str, &str)]) -> Value {
-        ok_json(self.get(path, query).await).await
-    }
-
-    async fn post_json(&self, path: &str, body: &Value) -> Value {
-        ok_json(self.post(path, body).await).await
-    }
-
     async fn call(&self, server: &str, tool: &str, arguments: Value) -> reqwest::Response {
         let body = json!({"server": server, "name": tool, "arguments": arguments});
         self.post(paths::MCP_TOOL, &body).await
@@ -324,7 +277,7 @@ impl Harness {
     async fn call_text(&self, server: &str, tool: &str, arguments: Value) -> String {
         let result = ok_json(self.call(server, tool, arguments).await).await;
         assert_ne!(result["isError"], true, "{result}");
-        text_of(&result)
+        tool_text(&result).to_owned()
     }
 
     async fn stream(&self, server: &str, tool: &str, arguments: Value) -> reqwest::Response {
@@ -334,42 +287,18 @@ impl Harness {
 
     /// Stops the proxy as a signal would, and waits until it has finished.
     async fn stop_proxy(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(proxy) = self.proxy.take() {
-            tokio::time::timeout(Duration::from_secs(20), proxy)
-                .await
-                .expect("the proxy did not stop")
-                .unwrap()
-                .unwrap();
-        }
+        tokio::time::timeout(Duration::from_secs(20), self.proxy.stop())
+            .await
+            .expect("the proxy did not stop")
+            .unwrap();
     }
 }
 
-async fn ok_json(response: reqwest::Response) -> Value {
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    assert_eq!(status, 200, "{text}");
-    serde_json::from_str(&text).unwrap()
-}
-
-/// The text of a tool result's first content block.
-fn text_of(result: &Value) -> String {
-    result["content"][0]["text"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no text content in {result}"))
-        .to_owned()
-}
-
-/// Reads the error body, checking it has the shared shape.
+/// Reads the error body, checking it is JSON of the shared shape.
 async fn error_of(response: reqwest::Response) -> (u16, ApiError) {
-    let status = response.status().as_u16();
-    assert_eq!(response.headers()["content-type"], "application/json");
-    let text = response.text().await.unwrap();
-    let error =
-        ErrorBody::parse(text.as_bytes()).unwrap_or_else(|| panic!("not the error body: {text}"));
-    (status, error)
+    let reply = ErrorReply::read(response).await;
+    reply.assert_json();
+    (reply.status, reply.error)
 }
 
 /// Checks the headers of a tool stream.
@@ -383,15 +312,9 @@ fn assert_stream_headers(response: &reqwest::Response) {
 }
 
 /// Reads a whole tool stream; it must end with exactly one terminal event.
-async fn events_of(mut response: reqwest::Response) -> Vec<McpToolEvent> {
+async fn events_of(response: reqwest::Response) -> Vec<McpToolEvent> {
     assert_stream_headers(&response);
-    let mut decoder = SseDecoder::new();
-    let mut events = Vec::new();
-    while let Some(chunk) = response.chunk().await.unwrap() {
-        for event in decoder.push(&chunk) {
-            events.push(serde_json::from_str::<McpToolEvent>(&event.data).unwrap());
-        }
-    }
+    let events = read_tool_events(response).await;
     let terminal = events.iter().filter(|e| e.is_terminal()).count();
     assert_eq!(terminal, 1, "{events:?}");
     assert!(events.last().unwrap().is_terminal(), "{events:?}");
@@ -635,7 +558,7 @@ async fn a_long_running_tool_streams_its_progress_then_its_result() {
             panic!("{events:?}")
         };
         let text = serde_json::to_value(result).unwrap();
-        assert_eq!(text_of(&text), "done after 3 steps");
+        assert_eq!(tool_text(&text), "done after 3 steps");
     }
 }
 
@@ -1079,7 +1002,7 @@ async fn the_legacy_sse_transport_carries_calls_progress_and_lists() {
     eventually("the SSE session was reopened", async || {
         let response = h.call(server, "echo", json!({"message": "again"})).await;
         if response.status() == 200 {
-            answer = Some(text_of(&response.json::<Value>().await.unwrap()));
+            answer = Some(tool_text(&response.json::<Value>().await.unwrap()).to_owned());
         }
         answer.is_some()
     })

@@ -3,7 +3,6 @@
 //! `/mock/<name>/v1`, reached the way the SDK's direct mode reaches any OpenAI-compatible
 //! provider (`shared`'s direct route table). Both paths must give the same answers.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -12,10 +11,12 @@ use switchyard_proxy::config::ProviderConfig;
 use switchyard_proxy::mock::MockScript;
 use switchyard_shared::{
     ChatAccumulator, ChatRequest, ChatResponse, ChatStreamDecoder, ErrorBody, ErrorCode,
-    FinishReason, HttpRequest, Message, ModelList, ProviderEndpoint, ProviderKind, RouteTable,
-    StreamEvent, ToolCall, ToolDefinition, Usage, WireFormat, paths,
+    FinishReason, Message, ModelList, ProviderEndpoint, ProviderKind, RouteTable, StreamEvent,
+    ToolCall, ToolDefinition, Usage, WireFormat, paths,
 };
-use tokio::task::JoinHandle;
+
+mod common;
+use common::{LoopbackProxy, execute};
 
 /// Bounds every request a test makes, so that a regression fails instead of hanging.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -65,61 +66,25 @@ fn config_text(upstream: &str, chunk_delay_ms: u64) -> String {
     )
 }
 
-/// The proxy and a client.
-struct Harness {
-    base: String,
-    client: reqwest::Client,
-    proxy: JoinHandle<anyhow::Result<()>>,
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        self.proxy.abort();
-    }
-}
-
-async fn start() -> Harness {
+/// The proxy with the mocks of [`config_text`], and a client.
+async fn start() -> LoopbackProxy {
     start_with("", CHUNK_DELAY_MS).await
 }
 
-async fn start_with(upstream: &str, chunk_delay_ms: u64) -> Harness {
+async fn start_with(upstream: &str, chunk_delay_ms: u64) -> LoopbackProxy {
+    common::init_tracing();
     let mut config =
         Config::from_toml_str(&config_text(upstream, chunk_delay_ms), "mock_provider test")
             .unwrap();
     config
         .providers
         .push(ProviderConfig::mock(DEMO, MockScript::demo()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    let proxy = tokio::spawn(switchyard_proxy::serve_until(
-        config,
-        listener,
-        std::future::pending(),
-    ));
-    Harness {
-        base: format!("http://{addr}"),
-        client: reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .unwrap(),
-        proxy,
-    }
+    LoopbackProxy::start(config, REQUEST_TIMEOUT).await
 }
 
-impl Harness {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.client
-            .post(self.url(path))
-            .json(body)
-            .send()
-            .await
-            .unwrap()
-    }
-
+/// The requests these cases make beside the shared ones: through the proxy and, as direct mode
+/// does, to the mocks' own endpoints.
+impl LoopbackProxy {
     /// The table a browser in direct mode would use for the mock served at `/mock/<name>/v1`.
     fn direct(&self, provider: &str) -> RouteTable {
         RouteTable::direct(vec![ProviderEndpoint {
@@ -129,20 +94,6 @@ impl Harness {
             api_key: None,
         }])
         .unwrap()
-    }
-
-    async fn execute(&self, http: &HttpRequest) -> reqwest::Response {
-        let mut request = match http.method {
-            switchyard_shared::Method::Get => self.client.get(&http.url),
-            switchyard_shared::Method::Post => self.client.post(&http.url),
-        };
-        for (name, value) in &http.headers {
-            request = request.header(name, value);
-        }
-        if let Some(body) = &http.body {
-            request = request.body(body.clone());
-        }
-        request.send().await.unwrap()
     }
 
     /// A non-streamed answer through the proxy's `/api/llm/chat`.
@@ -167,7 +118,7 @@ impl Harness {
     async fn direct_chat(&self, req: &ChatRequest) -> ChatResponse {
         let provider = provider_of(req);
         let prepared = self.direct(provider).chat(req, false).unwrap();
-        let response = self.execute(&prepared.http).await;
+        let response = execute(&self.client, &prepared.http).await;
         let status = response.status().as_u16();
         let body = response.bytes().await.unwrap();
         prepared.decode_response(status, None, &body).unwrap()
@@ -176,7 +127,7 @@ impl Harness {
     /// A streamed answer from the mock's own endpoint, read by `shared` as direct mode does.
     async fn direct_stream(&self, req: &ChatRequest) -> Vec<StreamEvent> {
         let prepared = self.direct(provider_of(req)).chat(req, true).unwrap();
-        let response = self.execute(&prepared.http).await;
+        let response = execute(&self.client, &prepared.http).await;
         read_events(response, prepared.stream_decoder()).await.0
     }
 }

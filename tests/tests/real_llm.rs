@@ -13,7 +13,6 @@
 //! `SWITCHYARD_REAL_LLM_URL` set to its `/v1` base URL.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::json;
@@ -22,7 +21,9 @@ use switchyard_shared::{
     ChatAccumulator, ChatRequest, ChatResponse, ChatStreamDecoder, FinishReason, Method,
     PreparedRequest, ProviderEndpoint, ProviderKind, RouteTable, StreamEvent, WireFormat, paths,
 };
-use tokio::task::JoinHandle;
+
+mod common;
+use common::LoopbackProxy;
 
 /// Where the model server's OpenAI-compatible API is, e.g. `http://127.0.0.1:PORT/v1`.
 const URL_ENV: &str = "SWITCHYARD_REAL_LLM_URL";
@@ -65,20 +66,7 @@ async fn bounded<T>(what: &str, fut: impl Future<Output = T>) -> T {
 }
 
 /// The proxy, in-process on 127.0.0.1, with the model server as provider `gemma`.
-struct Proxy {
-    base: String,
-    task: JoinHandle<anyhow::Result<()>>,
-    // Dropping the sender stops the proxy (the receiving end then resolves).
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn start_proxy() -> Proxy {
+async fn start_proxy() -> LoopbackProxy {
     let toml = format!(
         r#"
         [[providers]]
@@ -90,17 +78,7 @@ async fn start_proxy() -> Proxy {
         upstream_url()
     );
     let config = Config::from_toml_str(&toml, "real-llm test").unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(switchyard_proxy::serve_until(config, listener, async {
-        let _ = stopped.await;
-    }));
-    Proxy {
-        base: format!("http://{addr}"),
-        task,
-        _stop: stop,
-    }
+    LoopbackProxy::start(config, REQUEST_TIMEOUT).await
 }
 
 /// What every complete answer must satisfy, whatever the model said.
@@ -188,18 +166,10 @@ async fn read_stream(
     events
 }
 
-/// Sends a request that `shared` described, the way the proxy and the SDK execute them.
+/// Sends a chat request that `shared` described (always a POST).
 async fn execute(client: &reqwest::Client, prepared: &PreparedRequest) -> reqwest::Response {
-    let http = &prepared.http;
-    assert_eq!(http.method, Method::Post);
-    let mut request = client.post(&http.url);
-    for (name, value) in &http.headers {
-        request = request.header(name, value);
-    }
-    if let Some(body) = &http.body {
-        request = request.body(body.clone());
-    }
-    request.send().await.unwrap()
+    assert_eq!(prepared.http.method, Method::Post);
+    common::execute(client, &prepared.http).await
 }
 
 fn direct_route_table() -> RouteTable {

@@ -1,7 +1,22 @@
-//! Helpers both browser suites use.
+//! Helpers the browser suites share: the two modes, the clients they build, and the settings
+//! `cargo xtask test` passes at compile time.
+
+use switchyard_sdk_wasm::{
+    ClientCore, ClientOptions, DirectOptions, McpServerEndpoint, ProxyOptions,
+};
+use switchyard_shared::{ProviderEndpoint, ProviderKind};
+
+/// How a case reaches its upstreams: by itself, or through the running proxy.
+#[derive(Clone, Copy, Debug)]
+pub enum Mode {
+    /// The SDK calls the upstreams itself.
+    Direct,
+    /// The SDK calls the proxy, which calls the upstreams.
+    Proxy,
+}
 
 /// Defines each case once per mode, as `direct::<case>` and `proxy::<case>`: the same list runs
-/// in both modes (the including file defines `Mode` and the `async fn <case>(mode: Mode)`s).
+/// in both modes (the including file defines the `async fn <case>(mode: Mode)`s).
 macro_rules! in_both_modes {
     ($($case:ident),* $(,)?) => {
         mod direct {
@@ -28,6 +43,88 @@ pub fn setting(value: Option<&'static str>, name: &str) -> &'static str {
     value.unwrap_or_else(|| {
         panic!("{name} is not set; run the browser tests with `cargo xtask test`")
     })
+}
+
+/// The test upstream's OpenAI-compatible base URL (`http://127.0.0.1:PORT/v1`).
+pub fn upstream() -> &'static str {
+    setting(
+        option_env!("SWITCHYARD_TEST_UPSTREAM"),
+        "SWITCHYARD_TEST_UPSTREAM",
+    )
+}
+
+/// The test upstream as provider `fake`, with its key: the name and key the proxy's config
+/// gives the same upstream.
+#[allow(dead_code, reason = "the MCP suite offers no provider")]
+pub fn fake_provider() -> ProviderEndpoint {
+    ProviderEndpoint {
+        name: "fake".into(),
+        kind: ProviderKind::OpenAi,
+        base_url: upstream().into(),
+        api_key: Some(
+            setting(
+                option_env!("SWITCHYARD_TEST_UPSTREAM_KEY"),
+                "SWITCHYARD_TEST_UPSTREAM_KEY",
+            )
+            .into(),
+        ),
+    }
+}
+
+/// The MCP servers by the names the proxy's config gives them too: `everything` (the reference
+/// server, session-based) and `stateless` (the rmcp server, 2026-07-28).
+#[allow(dead_code, reason = "the chat suite reaches no MCP server")]
+pub fn mcp_servers() -> Vec<McpServerEndpoint> {
+    let endpoint = |name: &str, url: &'static str| McpServerEndpoint {
+        name: name.into(),
+        url: url.into(),
+        headers: Default::default(),
+    };
+    vec![
+        endpoint(
+            "everything",
+            setting(
+                option_env!("SWITCHYARD_TEST_MCP_EVERYTHING"),
+                "SWITCHYARD_TEST_MCP_EVERYTHING",
+            ),
+        ),
+        endpoint(
+            "stateless",
+            setting(
+                option_env!("SWITCHYARD_TEST_MCP_STATELESS"),
+                "SWITCHYARD_TEST_MCP_STATELESS",
+            ),
+        ),
+    ]
+}
+
+/// The running proxy, without a key of its own.
+fn proxy_options() -> ProxyOptions {
+    ProxyOptions {
+        base_url: setting(
+            option_env!("SWITCHYARD_TEST_PROXY"),
+            "SWITCHYARD_TEST_PROXY",
+        )
+        .into(),
+        api_key: None,
+    }
+}
+
+/// A client in `mode`: direct mode reaches `providers` and `mcp_servers` by itself, and the
+/// proxy knows them by the same names, so that a case reads the same in both modes.
+pub fn client(
+    mode: Mode,
+    providers: Vec<ProviderEndpoint>,
+    mcp_servers: Vec<McpServerEndpoint>,
+) -> ClientCore {
+    let options = match mode {
+        Mode::Direct => ClientOptions::Direct(DirectOptions {
+            providers,
+            mcp_servers,
+        }),
+        Mode::Proxy => ClientOptions::Proxy(proxy_options()),
+    };
+    ClientCore::new(options).expect("valid options")
 }
 
 /// Waits `ms` milliseconds without blocking the page.
