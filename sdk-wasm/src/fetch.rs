@@ -170,8 +170,9 @@ impl BodyReader {
         if !self.done {
             self.done = true;
             self.abort.abort();
-            // The promise only reports when the cancellation completed; nothing waits for it.
-            let _ = self.reader.cancel();
+            // The promise only reports when the cancellation completed, and rejects because of
+            // the abort just above; it is handled so the page sees no unhandled rejection.
+            ignore_rejection(&self.reader.cancel());
         }
     }
 }
@@ -180,6 +181,20 @@ impl Drop for BodyReader {
     fn drop(&mut self) {
         self.cancel();
     }
+}
+
+thread_local! {
+    /// One handler for every promise whose failure means nothing (a closure per call would
+    /// have to be leaked).
+    static IGNORE: wasm_bindgen::closure::Closure<dyn FnMut(JsValue)> =
+        wasm_bindgen::closure::Closure::new(|_: JsValue| {});
+}
+
+/// Marks `promise` as handled: its rejection is expected and nobody waits for it.
+fn ignore_rejection(promise: &Promise) {
+    IGNORE.with(|ignore| {
+        let _ = promise.catch(ignore);
+    });
 }
 
 /// A signal that fires when either of `a` and `b` does.

@@ -3,6 +3,7 @@
 //! Each command installs what it lacks (wasm target, wasm-bindgen-cli, wasm-pack, Chromium and its
 //! driver, npm packages), says what it is doing, and stops at the first failure.
 
+mod demo;
 mod real_llm;
 mod run;
 mod sdk;
@@ -19,10 +20,12 @@ usage: cargo xtask <command>
 commands:
   test    everything CI runs: fmt, clippy (native and wasm32), unit and end-to-end tests,
           the npm package build, and the browser tests in headless Chromium (both modes)
-  demo    builds and starts the proxy with the example configuration
+  demo    builds the npm package, the demo page and the proxy, and serves the page on
+          http://127.0.0.1:3001 until Ctrl-C (`demo [--release] [--listen ADDR]`)
   sdk     builds the npm package `switchyard-client` into sdk-wasm/pkg and prints its size
   bench   measures what the proxy adds: `bench [chat|mcp] [N]` (see README, Benchmarks)
   setup   only installs the tools the other commands need
+  browser only the browser suites (wasm-bindgen-test, package and demo page tests)
 ";
 
 fn main() {
@@ -36,7 +39,7 @@ fn real_main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("test") => test(),
-        Some("demo") => demo(),
+        Some("demo") => demo::run(&args[1..]),
         Some("sdk") => {
             tools::ensure_sdk_tools()?;
             let sizes = sdk::build_package()?;
@@ -44,6 +47,7 @@ fn real_main() -> Result<()> {
             Ok(())
         }
         Some("bench") => bench(&args[1..]),
+        Some("browser") => browser(),
         Some("setup") => tools::ensure_all(),
         Some("help" | "--help" | "-h") | None => {
             print!("{USAGE}");
@@ -119,6 +123,14 @@ fn test() -> Result<()> {
         sdk::package_tests(&servers, page_port)
     })?;
     drop(servers);
+    report.step(
+        "demo page build (npm ci, tsc, vite build)",
+        demo::build_page,
+    )?;
+    report.step(
+        "demo page tests (playwright-core, both modes)",
+        demo::page_tests,
+    )?;
 
     sizes.print();
     report.print();
@@ -126,24 +138,17 @@ fn test() -> Result<()> {
     Ok(())
 }
 
-/// Starts the proxy with the example configuration, in the foreground.
-fn demo() -> Result<()> {
-    tools::ensure_rust_parts()?;
-    let config = run::root().join("proxy-native/switchyard.example.toml");
-    println!("==> starting the proxy with {}", config.display());
-    println!(
-        "    (an OpenAI-compatible server such as Ollama or llama.cpp on 127.0.0.1 is its upstream)"
-    );
-    run::cargo(&[
-        "run",
-        "--release",
-        "-p",
-        "switchyard-proxy",
-        "--",
-        "serve",
-        "--config",
-        &config.to_string_lossy(),
-    ])
+/// The browser suites alone: the npm package build, the servers, and both suites.
+fn browser() -> Result<()> {
+    tools::ensure_all()?;
+    sdk::build_package()?;
+    let page_port = servers::free_port()?;
+    let servers = servers::TestServers::start(&[format!("http://127.0.0.1:{page_port}")])?;
+    sdk::browser_tests(&servers, page_port)?;
+    sdk::package_tests(&servers, page_port)?;
+    drop(servers);
+    demo::build_page()?;
+    demo::page_tests()
 }
 
 /// Runs the benchmark scripts under `bench/`: `cargo xtask bench [chat|mcp] [N]`.

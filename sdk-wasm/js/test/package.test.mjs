@@ -48,6 +48,8 @@ let server;
 let context;
 let page;
 let profile;
+/** Uncaught exceptions and unhandled rejections of the page; there must be none. */
+const pageErrors = [];
 
 before(async () => {
   server = await servePackage();
@@ -67,6 +69,7 @@ before(async () => {
     ],
   });
   page = context.pages()[0] ?? (await context.newPage());
+  page.on("pageerror", (e) => pageErrors.push(String(e)));
   await page.goto(`http://127.0.0.1:${pagePort}/`);
   // One client per mode, shared by the cases; the helpers turn errors into plain data.
   await page.evaluate(
@@ -458,3 +461,7 @@ async function waitFor(check, ms = 3000) {
   }
   assert.fail("condition not met in time");
 }
+
+test("the page raised no uncaught errors or unhandled rejections", () => {
+  assert.deepEqual(pageErrors, []);
+});
