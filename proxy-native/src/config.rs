@@ -15,7 +15,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Deserializer};
 use switchyard_shared::ProviderKind;
 
-use crate::mock::{self, MockScript};
+use crate::mock::MockScript;
 
 pub use embedded::embedded_default;
 pub use mcp::{BuiltinServer, McpServerConfig, PASSED_THROUGH_ENV};
@@ -50,6 +50,10 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Serve the demo web app at `/` (and what it needs at `/demo/config.json`).
     pub demo_page: bool,
+    /// Host names accepted in the `Host` header besides loopback ones (`localhost`, `*.localhost`,
+    /// 127.0.0.0/8, `::1`): a page whose own name resolves to 127.0.0.1 (DNS rebinding) must not
+    /// be able to use the proxy.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -59,6 +63,7 @@ impl Default for ServerConfig {
             cors_allowed_origins: Vec::new(),
             max_body_bytes: 1024 * 1024,
             demo_page: false,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -192,6 +197,17 @@ impl<'de> Deserialize<'de> for ProviderConfigKind {
     }
 }
 
+/// Whether `name` can be served as a path segment (`/mock/<name>/v1`, `/mcp/<name>`) as it is:
+/// characters that URLs escape, or that the router reads as patterns (`{`, `*`), would make an
+/// endpoint nobody can reach, and a leading `.` makes `.`/`..` segments.
+pub fn is_path_segment(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
+}
+
 /// A configuration mistake: where it is and what is wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -257,6 +273,19 @@ impl Config {
         ensure_loopback(self.server.listen)
             .map_err(|problem| ConfigError::invalid(origin, "server.listen", problem))?;
         validate_origins(&self.server.cors_allowed_origins, origin)?;
+        for (i, host) in self.server.allowed_hosts.iter().enumerate() {
+            let fits = !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'));
+            if !fits {
+                return Err(ConfigError::invalid(
+                    origin,
+                    format!("server.allowed_hosts[{i}]"),
+                    format!("{host:?} is not a host name (no port, scheme or path)"),
+                ));
+            }
+        }
         if self.server.max_body_bytes == 0 {
             return Err(ConfigError::invalid(
                 origin,
@@ -346,7 +375,7 @@ fn validate_provider(
                 script.check().map_err(|e| {
                     ConfigError::invalid(origin, key(&format!("mock.{}", e.key)), e.problem)
                 })?;
-                if script.serve_http && !mock::is_path_safe(&p.name) {
+                if script.serve_http && !is_path_segment(&p.name) {
                     return Err(ConfigError::invalid(
                         origin,
                         key("name"),

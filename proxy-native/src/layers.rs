@@ -1,12 +1,19 @@
 //! The cross-cutting concerns every route gets, composed in one place (outermost first).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
+use axum::extract::State;
+use axum::http::header::HOST;
 use axum::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use axum::http::{HeaderName, HeaderValue, Method, Request, Response};
+use axum::middleware::Next;
+use axum::response::IntoResponse;
+use switchyard_shared::error::truncate;
+use switchyard_shared::{ApiError, ErrorCode};
 use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -14,6 +21,7 @@ use tower_http::trace::TraceLayer;
 use tracing::{Span, field};
 
 use crate::config::ServerConfig;
+use crate::error::AppError;
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -48,6 +56,10 @@ pub fn apply<S: Clone + Send + Sync + 'static>(
                 // Failures are logged once, with their error code, where they become responses.
                 .on_failure(()),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(HostPolicy::new(&server.allowed_hosts)),
+            check_host,
+        ))
         .option_layer(cors(&server.cors_allowed_origins))
         // Enforced by the JSON extractor, so an oversized body gets the shared 413 body.
         .layer(DefaultBodyLimit::max(server.max_body_bytes));
@@ -104,4 +116,95 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
             )
             .expose_headers([X_REQUEST_ID, MCP_SESSION_ID]),
     )
+}
+
+/// Which `Host` headers the proxy answers to. A browser sends the name it resolved; if a page's
+/// own name is made to resolve to 127.0.0.1 (DNS rebinding), its requests are same-origin and
+/// CORS does not apply, so the name itself is what tells them apart. No crate offers this check
+/// as a tower layer; it is a few lines.
+#[derive(Debug)]
+struct HostPolicy {
+    extra: Vec<String>,
+}
+
+impl HostPolicy {
+    fn new(extra: &[String]) -> Self {
+        HostPolicy {
+            extra: extra.iter().map(|h| h.to_ascii_lowercase()).collect(),
+        }
+    }
+
+    /// Loopback names and addresses (the only ones the proxy listens on), and the configured
+    /// extra names. `host` is the header's value, with or without a port.
+    fn admits(&self, host: &str) -> bool {
+        let name = match host.strip_prefix('[') {
+            // `[::1]:3001`
+            Some(rest) => rest.split(']').next().unwrap_or_default(),
+            None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+        }
+        .to_ascii_lowercase();
+        name == "localhost"
+            || name.ends_with(".localhost")
+            || name
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+            || self.extra.contains(&name)
+    }
+}
+
+/// Refuses requests whose `Host` names something other than this machine (`403 forbidden`).
+/// Clients that send no `Host` (not browsers) are let through.
+async fn check_host(
+    State(policy): State<Arc<HostPolicy>>,
+    request: Request<Body>,
+    next: Next,
+) -> axum::response::Response {
+    let host = request
+        .headers()
+        .get(HOST)
+        .map(|h| h.to_str().unwrap_or("\u{fffd}"));
+    match host {
+        Some(host) if !policy.admits(host) => AppError(ApiError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "the Host {:?} is not this machine; add it to server.allowed_hosts if it should be",
+                truncate(host, 100)
+            ),
+        ))
+        .into_response(),
+        _ => next.run(request).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HostPolicy;
+
+    #[test]
+    fn only_loopback_names_and_configured_hosts_are_admitted() {
+        let policy = HostPolicy::new(&["Switchyard.Internal".to_owned()]);
+        for host in [
+            "127.0.0.1:3001",
+            "127.1.2.3",
+            "localhost",
+            "LOCALHOST:3001",
+            "app.localhost:5173",
+            "[::1]:3001",
+            "[::1]",
+            "switchyard.internal:3001",
+        ] {
+            assert!(policy.admits(host), "{host}");
+        }
+        for host in [
+            "evil.test:3001",
+            "localhost.evil.test",
+            "10.0.0.1:3001",
+            "[::2]:3001",
+            "0.0.0.0:3001",
+            "",
+            "[",
+        ] {
+            assert!(!policy.admits(host), "{host}");
+        }
+    }
 }

@@ -54,7 +54,7 @@ impl AppState {
                 anyhow::anyhow!("mock provider {:?}: `{}`: {}", p.name, e.key, e.problem)
             })?;
             let mock = Arc::new(MockProvider::new(&p.name, script, &p.models));
-            if mock.http_base_path().is_some() && !mock::is_path_safe(&p.name) {
+            if mock.http_base_path().is_some() && !crate::config::is_path_segment(&p.name) {
                 anyhow::bail!(
                     "mock provider {:?} cannot be served at /mock/<name>/v1: its name may only \
                      contain letters, digits, '-', '_', '.' and '~'",

@@ -14,7 +14,7 @@ use switchyard_shared::agent::{
     AgentEvent, AgentLoop, AgentStep, AgentStopReason, AgentTool, PlannedCall, ToolCallStatus,
 };
 use switchyard_shared::mcp::McpToolCall;
-use switchyard_shared::{ApiError, ChatRequest, ChatResponse, ErrorCode, StreamEvent, Usage};
+use switchyard_shared::{ApiError, ChatRequest, ChatResponse, StreamEvent, Usage};
 use web_sys::{AbortController, AbortSignal};
 
 use crate::client::{ChatStreamCore, ClientCore};
@@ -34,6 +34,13 @@ pub struct AgentOptions {
     pub mcp_servers: Vec<String>,
     /// Model answers allowed (default [`switchyard_shared::agent::DEFAULT_MAX_STEPS`]).
     pub max_steps: Option<u32>,
+}
+
+impl Drop for AgentRunCore {
+    /// An abandoned run stops its request and its tool calls.
+    fn drop(&mut self) {
+        self.controller.abort();
+    }
 }
 
 /// One tool call's end: the call, its outcome and how long it took (milliseconds).
@@ -103,6 +110,13 @@ impl AgentRunCore {
     /// `aborted`); running tool calls are cancelled on their servers.
     pub async fn next(&mut self) -> Result<Option<AgentEvent>, ApiError> {
         loop {
+            // Nothing is delivered after an abort, not even events already produced.
+            let pending = !self.events.is_empty() || !matches!(self.state, State::Ended);
+            if pending && self.signal.aborted() {
+                self.events.clear();
+                self.end();
+                return Err(fetch::aborted());
+            }
             if let Some(event) = self.events.pop_front() {
                 return Ok(Some(event));
             }
@@ -134,7 +148,9 @@ impl AgentRunCore {
         match std::mem::replace(&mut self.state, State::Ended) {
             State::Ended => Ok(()),
             State::Starting { request, options } => {
-                let tools = self.list_tools(&options.mcp_servers).await?;
+                let tools =
+                    fetch::until_aborted(&self.signal, self.list_tools(&options.mcp_servers))
+                        .await??;
                 let agent = AgentLoop::new(request, tools, options.max_steps)?;
                 self.ask_model(agent).await
             }
@@ -240,12 +256,10 @@ impl AgentRunCore {
         let step = agent.steps();
         if let Some(call) = to_approve.pop_front() {
             let allowed = match &self.approve {
-                Some(approve) => approve(&call).await?,
+                // A dialog left open must not hold an aborted run.
+                Some(approve) => fetch::until_aborted(&self.signal, approve(&call)).await??,
                 None => true,
             };
-            if self.signal.aborted() {
-                return Err(fetch::aborted());
-            }
             approved.push((call, allowed));
             if to_approve.is_empty() {
                 for (call, allowed) in approved.drain(..) {
@@ -293,7 +307,8 @@ impl AgentRunCore {
                         }
                         event
                     }
-                    Err(error) if error.code == ErrorCode::Aborted => {
+                    // The run was aborted; a tool's own `aborted` failure is just a failure.
+                    Err(error) if self.signal.aborted() => {
                         self.state = State::Calling {
                             agent,
                             to_approve,

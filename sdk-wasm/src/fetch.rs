@@ -197,6 +197,31 @@ fn ignore_rejection(promise: &Promise) {
     });
 }
 
+/// Runs `work` until it ends or `signal` fires, whichever comes first (`aborted` then). For work
+/// that has no signal of its own, such as a caller's callback.
+pub(crate) async fn until_aborted<T>(
+    signal: &AbortSignal,
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, ApiError> {
+    if signal.aborted() {
+        return Err(aborted());
+    }
+    // The signal resolves the promise itself: no Rust closure is kept alive for it.
+    let fired = Promise::new(&mut |resolve, _| {
+        let once = web_sys::AddEventListenerOptions::new();
+        once.set_once(true);
+        let _ = signal.add_event_listener_with_callback_and_add_event_listener_options(
+            "abort", &resolve, &once,
+        );
+    });
+    let fired = JsFuture::from(fired);
+    futures_util::pin_mut!(work);
+    match futures_util::future::select(work, fired).await {
+        futures_util::future::Either::Left((done, _)) => Ok(done),
+        futures_util::future::Either::Right(_) => Err(aborted()),
+    }
+}
+
 /// A signal that fires when either of `a` and `b` does.
 pub(crate) fn any_signal(a: &AbortSignal, b: &AbortSignal) -> AbortSignal {
     abort_signal_any(&js_sys::Array::of2(a, b))

@@ -358,6 +358,40 @@ async fn aborting_mid_tool_stops_the_run_and_cancels_the_call(mode: Mode) {
     );
 }
 
+async fn aborting_while_approve_is_pending_stops_the_run(mode: Mode) {
+    let controller = web_sys::AbortController::new().unwrap();
+    let signal = controller.signal();
+    // A dialog nobody answers.
+    let approve: Approver = Box::new(|_| Box::pin(std::future::pending()));
+    let instructions = r#"call stateless__echo {"message":"never"}"#;
+    let mut run = run(
+        &client(mode),
+        instructions,
+        &["stateless"],
+        None,
+        Some(&signal),
+        Some(approve),
+    );
+    let abort_soon = async {
+        sleep_ms(300).await;
+        controller.abort();
+    };
+    let drain = async {
+        loop {
+            match run.next().await {
+                Ok(Some(AgentEvent::ToolCallStarted { .. } | AgentEvent::ToolResult { .. })) => {
+                    panic!("the call ran without approval")
+                }
+                Ok(Some(_)) => {}
+                other => return other,
+            }
+        }
+    };
+    let (end, ()) = futures::future::join(drain, abort_soon).await;
+    assert_eq!(end.unwrap_err().code, ErrorCode::Aborted);
+    assert!(matches!(run.next().await, Ok(None)));
+}
+
 async fn an_unknown_server_fails_the_run(mode: Mode) {
     let (events, end) = events_of(run(&client(mode), "hello", &["nope"], None, None, None)).await;
     assert!(events.is_empty());
@@ -392,5 +426,6 @@ in_both_modes!(
     a_failing_tool_is_reported_and_the_model_hears_of_it,
     approve_can_refuse_a_call,
     aborting_mid_tool_stops_the_run_and_cancels_the_call,
+    aborting_while_approve_is_pending_stops_the_run,
     an_unknown_server_fails_the_run,
 );

@@ -93,43 +93,17 @@ pub fn build_page() -> Result<()> {
     run::status(command("npm").args(["run", "build"]).current_dir(&dir))
 }
 
-/// Builds `switchyard` and returns its path. A release build embeds `www-demo/dist`; rust-embed
-/// lists that folder when the crate compiles, and cargo cannot see files added to it later, so a
-/// page newer than the binary makes the module that embeds it compile again.
+/// Builds `switchyard` and returns its path. A release build embeds `www-demo/dist` (its build
+/// script tells cargo to compile again when the page changes); a debug build reads it from disk.
 fn build_proxy(release: bool) -> Result<PathBuf> {
     let profile = if release { "release" } else { "debug" };
     let binary = root().join("target").join(profile).join("switchyard");
-    if release && newest_file(&demo_dir().join("dist")) > modified(&binary) {
-        let page_rs = root().join("proxy-native/src/routes/page.rs");
-        std::fs::File::options()
-            .append(true)
-            .open(&page_rs)?
-            .set_modified(std::time::SystemTime::now())?;
-    }
     let mut args = vec!["build", "-p", "switchyard-proxy", "--bin", "switchyard"];
     if release {
         args.push("--release");
     }
     run::cargo(&args)?;
     Ok(binary)
-}
-
-fn modified(path: &Path) -> Option<std::time::SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
-fn newest_file(dir: &Path) -> Option<std::time::SystemTime> {
-    let mut newest = None;
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let path = entry.path();
-        let time = if path.is_dir() {
-            newest_file(&path)
-        } else {
-            modified(&path)
-        };
-        newest = newest.max(time);
-    }
-    newest
 }
 
 /// Starts `switchyard serve` as the demo runs it: no configuration file, so the proxy's embedded

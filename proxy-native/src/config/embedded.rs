@@ -100,14 +100,23 @@ struct OllamaModel {
 }
 
 /// Ollama, as an OpenAI-compatible provider, if it answers `GET /api/tags` on `host`. Only a
-/// loopback host is probed: the default must never reach beyond this machine by itself.
+/// loopback host is probed: the default must never reach beyond this machine by itself. This is
+/// start-up discovery, not a request path, so it has its own short-lived client rather than
+/// going through `upstream.rs`.
 async fn probe_ollama(host: &str) -> Option<ProviderConfig> {
     let origin = if host.contains("://") {
         host.trim_end_matches('/').to_owned()
     } else {
         format!("http://{}", host.trim_end_matches('/'))
     };
-    let url = reqwest::Url::parse(&origin).ok()?;
+    let mut url = reqwest::Url::parse(&origin).ok()?;
+    // `OLLAMA_HOST=0.0.0.0` makes Ollama listen everywhere; this machine reaches it on loopback.
+    match url.host_str() {
+        Some("0.0.0.0") => url.set_host(Some("127.0.0.1")).ok()?,
+        Some("[::]") => url.set_host(Some("[::1]")).ok()?,
+        _ => {}
+    }
+    let origin = url.as_str().trim_end_matches('/').to_owned();
     let host = url.host_str()?;
     let loopback = host == "localhost"
         || host

@@ -422,10 +422,7 @@ fn check_builtin(
             "is required for transport \"builtin\" (the one built-in server is \"demo\")".into(),
         ));
     }
-    // The name becomes a path segment of the proxy's router: characters that URLs escape, or
-    // that the router reads as patterns (`{`, `*`), would make an endpoint nobody can reach.
-    let path_safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~');
-    if server.serve_http && (!server.name.chars().all(path_safe) || server.name.starts_with('.')) {
+    if server.serve_http && !super::is_path_segment(&server.name) {
         return Err(invalid(
             "name",
             format!(

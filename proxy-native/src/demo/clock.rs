@@ -46,23 +46,21 @@ pub fn parse_timezone(timezone: &str) -> Result<FixedOffset, String> {
     if trimmed.eq_ignore_ascii_case("utc") {
         return FixedOffset::east_opt(0).ok_or_else(refuse);
     }
-    let bytes = trimmed.as_bytes();
-    let digits = |range: std::ops::Range<usize>| -> Option<i32> {
-        let part = trimmed.get(range)?;
-        part.bytes()
-            .all(|b| b.is_ascii_digit())
+    let (sign, rest) = match trimmed.split_at_checked(1) {
+        Some(("+", rest)) => (1, rest),
+        Some(("-", rest)) => (-1, rest),
+        _ => return Err(refuse()),
+    };
+    // `+2:00` as well as `+02:00`: people write both.
+    let number = |part: &str, lengths: std::ops::RangeInclusive<usize>| -> Option<i32> {
+        (lengths.contains(&part.len()) && part.bytes().all(|b| b.is_ascii_digit()))
             .then(|| part.parse().ok())
             .flatten()
     };
-    if bytes.len() != 6 || bytes[3] != b':' {
+    let Some((hours, minutes)) = rest.split_once(':') else {
         return Err(refuse());
-    }
-    let sign = match bytes[0] {
-        b'+' => 1,
-        b'-' => -1,
-        _ => return Err(refuse()),
     };
-    let (Some(hours), Some(minutes)) = (digits(1..3), digits(4..6)) else {
+    let (Some(hours), Some(minutes)) = (number(hours, 1..=2), number(minutes, 2..=2)) else {
         return Err(refuse());
     };
     let total = hours * 60 + minutes;
@@ -139,6 +137,7 @@ mod tests {
         assert_eq!(west.utc_offset, "-05:30");
         assert_eq!(west.weekday, "Tuesday");
         assert_eq!(at("+14:00").rfc3339, "2026-05-06T13:30:15+14:00");
+        assert_eq!(at("+2:00").rfc3339, east.rfc3339, "a one-digit hour");
     }
 
     #[test]
@@ -150,7 +149,8 @@ mod tests {
             "+0200",
             "02:00",
             "+02:0x",
-            "+2:00",
+            "+002:00",
+            "+2:0",
             "",
             "+١٢:٠٠",
         ] {

@@ -81,17 +81,6 @@ pub fn listed_models(configured: &[String]) -> Vec<String> {
     }
 }
 
-/// Whether `name` can be a path segment of `/mock/<name>/v1` as it is (no escaping, nothing
-/// the router would read as a parameter).
-pub fn is_path_safe(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
-        && name != "."
-        && name != ".."
-}
-
 /// The mock's routes relative to its base URL (`/chat/completions`, `/models`), for mounting at
 /// `/mock/<name>/v1` behind the proxy's layers.
 pub fn http_router<S>(mock: Arc<MockProvider>) -> Router<S>

@@ -10,8 +10,8 @@
 //! The proxy's layers (request id, tracing, CORS) wrap these routes like every other; the body
 //! limit is rmcp's own (set to `max_body_bytes`), because the service reads the body itself.
 //! Requests from a browser page must come from the proxy's own origin or an origin allowed by
-//! `cors_allowed_origins` (the MCP specification asks servers to check `Origin`), and rmcp checks
-//! that `Host` names a loopback address, which is all the proxy listens on (DNS rebinding).
+//! `cors_allowed_origins` (the MCP specification asks servers to check `Origin`). `Host` is checked
+//! for every route by the proxy's layers (DNS rebinding), and rmcp checks it again here.
 
 use std::sync::Arc;
 

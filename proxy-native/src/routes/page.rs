@@ -64,7 +64,13 @@ async fn file(uri: Uri, headers: HeaderMap) -> Result<Response, AppError> {
         "" => "index.html",
         path => path,
     };
-    let Some(found) = DemoApp::get(path) else {
+    // Debug builds read the files from disk, and the router does not normalise `..`: only plain
+    // names reach the file lookup.
+    let plain = path
+        .split('/')
+        .all(|part| !matches!(part, "" | "." | "..") && !part.contains('\\'));
+    let found = if plain { DemoApp::get(path) } else { None };
+    let Some(found) = found else {
         if path == "index.html" {
             return Ok(not_built());
         }
@@ -324,6 +330,26 @@ mod tests {
             (status, error_code(&body).as_str()),
             (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
         );
+    }
+
+    #[tokio::test]
+    async fn paths_that_climb_out_of_the_build_are_not_found() {
+        let config = demo_config(true);
+        // The file exists relative to the build folder in a checkout, as any file of the repo.
+        for path in [
+            "/assets/../../Cargo.toml",
+            "/assets/../../../../../../etc/hostname",
+            "/assets/./x.js",
+            "/assets//x.js",
+            "/assets/..\\..\\Cargo.toml",
+        ] {
+            let (status, _, body) = send(&config, Method::GET, path).await;
+            assert_eq!(
+                (status, error_code(&body).as_str()),
+                (StatusCode::NOT_FOUND, "not_found"),
+                "{path}"
+            );
+        }
     }
 
     #[tokio::test]
