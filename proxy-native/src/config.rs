@@ -3,6 +3,7 @@
 //! reported once with the file, the key and the problem, and never surfaces later as a request
 //! failure. The `[[mcp_servers]]` entries are checked in `config/mcp.rs`.
 
+mod auth;
 mod embedded;
 mod mcp;
 
@@ -17,6 +18,7 @@ use switchyard_shared::ProviderKind;
 
 use crate::mock::MockScript;
 
+pub use auth::{AuthConfig, JwtConfig, KeyConfig, Limits};
 pub use embedded::embedded_default;
 pub use mcp::{BuiltinServer, McpServerConfig, PASSED_THROUGH_ENV};
 
@@ -36,13 +38,23 @@ pub struct Config {
     /// The MCP servers clients may name (a separate namespace from providers).
     #[serde(default)]
     pub mcp_servers: Vec<McpServerConfig>,
+    /// Audit lines, `/metrics` and `/readyz`.
+    #[serde(default)]
+    pub observability: ObservabilityConfig,
+    /// The API keys clients may present, by their hashes (`[[keys]]`).
+    #[serde(default)]
+    pub keys: Vec<KeyConfig>,
+    /// Other ways to authenticate clients (`[auth.jwt]`).
+    #[serde(default)]
+    pub auth: AuthConfig,
 }
 
 /// The `[server]` table.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    /// Address to bind; must be a loopback address while the proxy has no authentication.
+    /// Address to bind; a non-loopback address needs authentication (`[[keys]]` or
+    /// `[auth.jwt]`).
     pub listen: SocketAddr,
     /// Browser origins allowed by CORS; empty sends no CORS headers, `["*"]` allows any origin.
     pub cors_allowed_origins: Vec<String>,
@@ -80,6 +92,9 @@ pub struct UpstreamConfig {
     pub idle_timeout_ms: u64,
     /// Time allowed for a whole non-streamed exchange.
     pub request_timeout_ms: u64,
+    /// Upstream requests in flight at once (streams count until they end); more wait for a place
+    /// within the first-byte timeout, then fail with `upstream_timeout`.
+    pub max_concurrent_requests: usize,
 }
 
 impl Default for UpstreamConfig {
@@ -89,6 +104,7 @@ impl Default for UpstreamConfig {
             first_byte_timeout_ms: 60_000,
             idle_timeout_ms: 60_000,
             request_timeout_ms: 300_000,
+            max_concurrent_requests: 256,
         }
     }
 }
@@ -112,6 +128,50 @@ impl UpstreamConfig {
     /// [`Self::request_timeout_ms`] as a duration.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+/// The `[observability]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObservabilityConfig {
+    /// Record Prometheus metrics and serve them at `GET /metrics`. On by default: they carry no
+    /// secrets and no user content, only configured names and bounded labels.
+    pub metrics: bool,
+    /// Serve `/metrics` without client authentication (for a scraper that holds no key); without
+    /// it, `/metrics` asks for the same credentials as the API once authentication is configured.
+    pub metrics_public: bool,
+    /// Put each tool call's arguments into its audit line. Off by default: arguments are user
+    /// data. Chat messages are never logged.
+    pub audit_arguments: bool,
+    /// Longest wait for one upstream's readiness check (`/readyz`), in milliseconds.
+    pub readiness_timeout_ms: u64,
+    /// How long a `/readyz` answer is reused, in milliseconds, so that frequent probes do not
+    /// reach the upstreams each time; 0 checks on every probe.
+    pub readiness_cache_ms: u64,
+}
+
+impl Default for ObservabilityConfig {
+    fn default() -> Self {
+        ObservabilityConfig {
+            metrics: true,
+            metrics_public: false,
+            audit_arguments: false,
+            readiness_timeout_ms: 2_000,
+            readiness_cache_ms: 5_000,
+        }
+    }
+}
+
+impl ObservabilityConfig {
+    /// [`Self::readiness_timeout_ms`] as a duration.
+    pub fn readiness_timeout(&self) -> Duration {
+        Duration::from_millis(self.readiness_timeout_ms)
+    }
+
+    /// [`Self::readiness_cache_ms`] as a duration.
+    pub fn readiness_cache(&self) -> Duration {
+        Duration::from_millis(self.readiness_cache_ms)
     }
 }
 
@@ -270,7 +330,8 @@ impl Config {
     }
 
     fn validate(&self, origin: &str) -> Result<(), ConfigError> {
-        ensure_loopback(self.server.listen)
+        auth::check(&self.keys, &self.auth, origin)?;
+        check_listen(self.server.listen, self.requires_auth())
             .map_err(|problem| ConfigError::invalid(origin, "server.listen", problem))?;
         validate_origins(&self.server.cors_allowed_origins, origin)?;
         for (i, host) in self.server.allowed_hosts.iter().enumerate() {
@@ -299,6 +360,7 @@ impl Config {
             ("first_byte_timeout_ms", u.first_byte_timeout_ms),
             ("idle_timeout_ms", u.idle_timeout_ms),
             ("request_timeout_ms", u.request_timeout_ms),
+            ("max_concurrent_requests", u.max_concurrent_requests as u64),
         ] {
             if value == 0 {
                 return Err(ConfigError::invalid(
@@ -310,6 +372,13 @@ impl Config {
         }
         for (i, p) in self.providers.iter().enumerate() {
             validate_provider(i, p, &self.providers[..i], origin)?;
+        }
+        if self.observability.readiness_timeout_ms == 0 {
+            return Err(ConfigError::invalid(
+                origin,
+                "observability.readiness_timeout_ms",
+                "must be greater than 0",
+            ));
         }
         Ok(())
     }
@@ -419,22 +488,33 @@ fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         let key = e.path().to_string();
         let key = (key != ".").then_some(key);
         let mut inner = e.into_inner();
-        // Errors raised through the path tracker lose the document; give it back for the snippet.
-        inner.set_input(Some(text));
+        // Errors raised through the path tracker lose the document; give it back for the snippet,
+        // except for a key's `hash`: a key pasted there by mistake must not be repeated into logs.
+        let secret = key.as_deref().is_some_and(|k| k.ends_with(".hash"));
+        inner.set_input((!secret).then_some(text));
         invalid(key, inner)
     })
 }
 
-/// Refuses addresses other hosts could reach: there is no authentication yet, so anyone who can
-/// connect could spend the configured API keys.
-pub fn ensure_loopback(addr: SocketAddr) -> Result<(), String> {
-    if addr.ip().is_loopback() {
+impl Config {
+    /// Whether clients must authenticate: some `[[keys]]` or `[auth.jwt]` is configured.
+    pub fn requires_auth(&self) -> bool {
+        !self.keys.is_empty() || self.auth.jwt.is_some()
+    }
+}
+
+/// Refuses addresses other hosts could reach unless clients must authenticate: otherwise anyone
+/// who can connect could spend the configured API keys and use the MCP servers.
+pub fn check_listen(addr: SocketAddr, requires_auth: bool) -> Result<(), String> {
+    if addr.ip().is_loopback() || requires_auth {
         Ok(())
     } else {
         Err(format!(
-            "refusing to listen on {addr}: the proxy has no authentication yet, so it only \
-             listens on loopback; bind 127.0.0.1 (or ::1), or configure authentication \
-             (a future version)"
+            "refusing to listen on {addr}: no client authentication is configured, so anyone who \
+             can reach that address could use the proxy. Either bind a loopback address \
+             (127.0.0.1 or ::1), or configure authentication: run `switchyard keys new --name \
+             <client>` and paste the `[[keys]]` block it prints into the config file (or set up \
+             `[auth.jwt]`); then list the host names clients use in `server.allowed_hosts`"
         ))
     }
 }
@@ -552,6 +632,29 @@ mod tests {
         assert!(c.server.cors_allowed_origins.is_empty());
         assert_eq!(c.upstream.request_timeout(), Duration::from_secs(300));
         assert!(c.providers.is_empty());
+    }
+
+    #[test]
+    fn observability_defaults_and_settings() {
+        let c = Config::from_toml_str("", ORIGIN).unwrap();
+        let o = &c.observability;
+        assert!(o.metrics && !o.metrics_public && !o.audit_arguments);
+        assert_eq!(o.readiness_timeout(), Duration::from_secs(2));
+        assert_eq!(o.readiness_cache(), Duration::from_secs(5));
+        let c = Config::from_toml_str(
+            "[observability]\nmetrics = false\naudit_arguments = true\nreadiness_cache_ms = 0\n",
+            ORIGIN,
+        )
+        .unwrap();
+        assert!(!c.observability.metrics && c.observability.audit_arguments);
+        assert_eq!(c.observability.readiness_cache(), Duration::ZERO);
+        let m = error("[observability]\nreadiness_timeout_ms = 0\n");
+        assert_names(
+            &m,
+            &["`observability.readiness_timeout_ms`", "greater than 0"],
+        );
+        let m = error("[observability]\naudit_messages = true\n");
+        assert_names(&m, &["unknown field `audit_messages`"]);
     }
 
     #[test]

@@ -7,8 +7,8 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
-use axum::http::header::HOST;
 use axum::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use axum::http::header::{HOST, ORIGIN};
 use axum::http::{HeaderName, HeaderValue, Method, Request, Response};
 use axum::middleware::Next;
 use axum::response::IntoResponse;
@@ -20,8 +20,11 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 use tracing::{Span, field};
 
+use crate::auth::{self, Authenticator};
 use crate::config::ServerConfig;
 use crate::error::AppError;
+use crate::limits::{self, Limiter};
+use crate::observability::{self, Metrics};
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -39,10 +42,14 @@ const MCP_REQUEST_HEADERS: [HeaderName; 5] = [
 /// call after `initialize`.
 const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
 
-/// Wraps `router` in request ids, tracing, CORS and the body limit.
+/// Wraps `router` in request ids, tracing, metrics, the Host and Origin guards, CORS,
+/// authentication and the body limit.
 pub fn apply<S: Clone + Send + Sync + 'static>(
     router: Router<S>,
     server: &ServerConfig,
+    metrics: &Metrics,
+    authenticator: &Arc<Authenticator>,
+    limiter: &Arc<Limiter>,
 ) -> Router<S> {
     let stack = ServiceBuilder::new()
         // Outermost, so the id is in the span and on every response, errors and preflights too.
@@ -56,11 +63,31 @@ pub fn apply<S: Clone + Send + Sync + 'static>(
                 // Failures are logged once, with their error code, where they become responses.
                 .on_failure(()),
         )
+        // Inside the request id, outside everything that may refuse a request, so that refusals
+        // are counted too. The layer runs per route, where the matched path template is known.
+        .option_layer(metrics.enabled().then(|| {
+            axum::middleware::from_fn_with_state(metrics.clone(), observability::track_requests)
+        }))
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(HostPolicy::new(&server.allowed_hosts)),
             check_host,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(OriginPolicy::new(&server.cors_allowed_origins)),
+            check_origin,
+        ))
         .option_layer(cors(&server.cors_allowed_origins))
+        // Inside CORS, so that preflights (which carry no credentials) are answered; everything
+        // after this knows who the caller is.
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(authenticator),
+            auth::authenticate,
+        ))
+        // Once the caller is known: their request rate and token budget.
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(limiter),
+            limits::enforce,
+        ))
         // Enforced by the JSON extractor, so an oversized body gets the shared 413 body.
         .layer(DefaultBodyLimit::max(server.max_body_bytes));
     router.layer(stack)
@@ -176,9 +203,74 @@ async fn check_host(
     }
 }
 
+/// Which `Origin`s may call the proxy: a page on the proxy's own origin, or one listed in
+/// `cors_allowed_origins` (any, with `"*"`). Checked on every route, as the MCP specification
+/// asks of local servers: CORS only hides answers from a page, while this refuses the request
+/// itself, so a foreign page cannot even trigger a tool call it cannot read.
+#[derive(Debug)]
+struct OriginPolicy {
+    any: bool,
+    listed: Vec<String>,
+}
+
+impl OriginPolicy {
+    fn new(cors_allowed_origins: &[String]) -> Self {
+        OriginPolicy {
+            any: cors_allowed_origins.iter().any(|o| o == "*"),
+            listed: cors_allowed_origins.to_vec(),
+        }
+    }
+
+    /// Whether a request with `origin`, sent to `host` (the `Host` header, already admitted by
+    /// [`HostPolicy`]), may proceed. The proxy serves plain HTTP, so its own origin is
+    /// `http://<Host>`.
+    fn admits(&self, origin: &HeaderValue, host: Option<&str>) -> bool {
+        let Ok(origin) = origin.to_str() else {
+            return false;
+        };
+        self.any
+            || self.listed.iter().any(|o| o == origin)
+            || host.is_some_and(|host| {
+                origin
+                    .strip_prefix("http://")
+                    .is_some_and(|authority| authority.eq_ignore_ascii_case(host))
+            })
+    }
+}
+
+/// Refuses requests from page origins that are not allowed (`403 forbidden`); requests without
+/// `Origin` (not sent by a page, or a same-origin `GET`) pass.
+async fn check_origin(
+    State(policy): State<Arc<OriginPolicy>>,
+    request: Request<Body>,
+    next: Next,
+) -> axum::response::Response {
+    if let Some(origin) = request.headers().get(ORIGIN) {
+        let host = request
+            .headers()
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| request.uri().authority().map(|a| a.as_str()));
+        if !policy.admits(origin, host) {
+            let shown = truncate(origin.to_str().unwrap_or("\u{fffd}"), 100);
+            return AppError(ApiError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "the Origin {shown:?} may not call this proxy; add it to \
+                     server.cors_allowed_origins if it should"
+                ),
+            ))
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
 #[cfg(test)]
 mod tests {
-    use super::HostPolicy;
+    use axum::http::HeaderValue;
+
+    use super::{HostPolicy, OriginPolicy};
 
     #[test]
     fn only_loopback_names_and_configured_hosts_are_admitted() {
@@ -206,5 +298,38 @@ mod tests {
         ] {
             assert!(!policy.admits(host), "{host}");
         }
+    }
+
+    fn admits(allowed: &[&str], origin: &str, host: Option<&str>) -> bool {
+        let allowed: Vec<String> = allowed.iter().map(|o| (*o).to_owned()).collect();
+        OriginPolicy::new(&allowed).admits(&HeaderValue::from_str(origin).unwrap(), host)
+    }
+
+    #[test]
+    fn the_proxys_own_origin_and_listed_origins_are_admitted() {
+        let host = Some("127.0.0.1:3001");
+        assert!(admits(&[], "http://127.0.0.1:3001", host));
+        assert!(admits(&[], "http://LOCALHOST:3001", Some("localhost:3001")));
+        assert!(admits(
+            &["http://localhost:5173"],
+            "http://localhost:5173",
+            host
+        ));
+        assert!(admits(&["*"], "https://anything.example", host));
+    }
+
+    #[test]
+    fn other_origins_are_refused() {
+        let host = Some("127.0.0.1:3001");
+        assert!(!admits(&[], "http://127.0.0.1:3002", host));
+        assert!(!admits(&[], "https://127.0.0.1:3001", host));
+        assert!(!admits(&[], "http://evil.example", host));
+        assert!(!admits(&[], "null", host));
+        assert!(!admits(&[], "http://127.0.0.1:3001", None));
+        assert!(!admits(
+            &["http://localhost:5173"],
+            "http://localhost:5174",
+            host
+        ));
     }
 }

@@ -7,13 +7,17 @@
 
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod config;
 mod demo;
 mod error;
 mod extract;
+pub mod identity;
 mod layers;
+pub mod limits;
 pub mod mcp;
 pub mod mock;
+pub mod observability;
 mod routes;
 pub mod shutdown;
 mod state;
@@ -44,11 +48,21 @@ pub async fn serve_until(
     let addr = listener
         .local_addr()
         .context("reading the listening address")?;
-    config::ensure_loopback(addr).map_err(anyhow::Error::msg)?;
+    config::check_listen(addr, config.requires_auth()).map_err(anyhow::Error::msg)?;
+    if !addr.ip().is_loopback() {
+        // Clients reach a non-loopback address by some name, and the Host guard (layers.rs)
+        // answers only loopback names and `allowed_hosts`.
+        tracing::info!(
+            allowed_hosts = ?config.server.allowed_hosts,
+            "listening beyond loopback: only requests whose Host is a loopback name or one of \
+             server.allowed_hosts are answered; list there the names clients use"
+        );
+    }
     if config.providers.is_empty() {
         tracing::warn!("no providers are configured: every chat request will be answered 404");
     }
     let state = AppState::new(&config)?;
+    state.auth().start().await?;
     let app = router(state.clone());
 
     tracing::info!(%addr, "serving");

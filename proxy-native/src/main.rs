@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use switchyard_proxy::auth::keys;
 use switchyard_proxy::{Config, config};
 use tracing_subscriber::EnvFilter;
 
@@ -22,6 +23,24 @@ struct Cli {
 enum Command {
     /// Runs the proxy.
     Serve(ServeArgs),
+    /// Manages the API keys clients present.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Makes a new random API key: prints it once, with the `[[keys]]` block (its hash, never
+    /// the key) to paste into the config file.
+    New(NewKeyArgs),
+}
+
+#[derive(Debug, Args)]
+struct NewKeyArgs {
+    /// The key's name: the user id of its requests in logs and metrics (letters, digits, '-',
+    /// '_', '.', '@'; default "key-" and the first hex digits of its hash).
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -51,6 +70,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args).await,
+        Command::Keys(KeysCommand::New(args)) => new_key(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -75,7 +95,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     if let Some(listen) = args.listen {
-        config::ensure_loopback(listen)
+        config::check_listen(listen, config.requires_auth())
             .map_err(|problem| anyhow::anyhow!("--listen: {problem}"))?;
         config.server.listen = listen;
     }
@@ -90,6 +110,38 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     writeln!(stdout, "listening on http://{addr}")?;
     stdout.flush()?;
     switchyard_proxy::serve(config, listener).await
+}
+
+/// Prints a new key and the configuration lines that admit it. The key is shown only here: the
+/// configuration keeps its hash, from which it cannot be recovered.
+fn new_key(args: NewKeyArgs) -> anyhow::Result<()> {
+    let (key, hash) = keys::generate().context("the operating system gave no random bytes")?;
+    let name = match args.name {
+        Some(name) if keys::is_key_name(&name) => name,
+        Some(name) => {
+            anyhow::bail!("--name {name:?}: use 1 to 64 letters, digits, '-', '_', '.' or '@'")
+        }
+        None => format!("key-{}", &hash.to_string()["sha256:".len()..][..8]),
+    };
+    let mut stdout = std::io::stdout();
+    write!(
+        stdout,
+        "New API key {name:?}; it is shown only now, the proxy keeps only its hash.\n\
+         Clients send it as `Authorization: Bearer <key>`:\n\
+         \n\
+         {key}\n\
+         \n\
+         Add this to the proxy's config file, and narrow the scopes to what the client needs:\n\
+         \n\
+         [[keys]]\n\
+         name = {name:?}\n\
+         hash = \"{hash}\"\n\
+         models = [\"*\"]   # \"<provider>/<model>\" globs it may use, e.g. [\"openai/*\", \"mock/demo\"]\n\
+         mcp = [\"*\"]      # \"<server>/<tool>\" globs it may call, e.g. [\"demo/*\"]\n\
+         # [keys.limits]  # optional: requests_per_minute, concurrent_streams, tokens_per_minute\n"
+    )?;
+    stdout.flush()?;
+    Ok(())
 }
 
 /// Logs go to stderr, so that stdout carries only the `listening on` line. `RUST_LOG` overrides

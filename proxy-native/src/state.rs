@@ -8,9 +8,12 @@ use anyhow::Context;
 use secrecy::ExposeSecret;
 use switchyard_shared::{ModelList, ProviderEndpoint, ProviderInfo, ProviderKind, RouteTable};
 
+use crate::auth::Authenticator;
 use crate::config::{Config, ProviderConfig, ProviderConfigKind, ServerConfig};
+use crate::limits::Limiter;
 use crate::mcp::McpPool;
 use crate::mock::{self, MockProvider};
+use crate::observability::Observability;
 use crate::upstream::Upstream;
 
 /// Shared, cheaply clonable application state.
@@ -27,6 +30,9 @@ struct Inner {
     mocks: Vec<Arc<MockProvider>>,
     mcp: McpPool,
     server: ServerConfig,
+    auth: Arc<Authenticator>,
+    observability: Observability,
+    limiter: Arc<Limiter>,
 }
 
 impl AppState {
@@ -85,6 +91,8 @@ impl AppState {
                 })
                 .collect(),
         };
+        let observability =
+            Observability::new(&config.observability, &models, &config.mcp_servers)?;
         Ok(AppState {
             inner: Arc::new(Inner {
                 routes,
@@ -93,8 +101,16 @@ impl AppState {
                 mocks,
                 mcp: McpPool::new(&config.mcp_servers),
                 server: config.server.clone(),
+                auth: Arc::new(Authenticator::new(config)?),
+                observability,
+                limiter: Arc::new(Limiter::default()),
             }),
         })
+    }
+
+    /// Every caller's request rate, open streams and token budget.
+    pub fn limiter(&self) -> &Arc<Limiter> {
+        &self.inner.limiter
     }
 
     /// The table that turns a chat request into an upstream request.
@@ -122,9 +138,19 @@ impl AppState {
         &self.inner.mcp
     }
 
+    /// Who may call the proxy, and with what scopes.
+    pub fn auth(&self) -> &Arc<Authenticator> {
+        &self.inner.auth
+    }
+
     /// Server settings used by the layers (CORS, body limit).
     pub fn server(&self) -> &ServerConfig {
         &self.inner.server
+    }
+
+    /// Metrics, readiness and the audit settings.
+    pub fn observability(&self) -> &Observability {
+        &self.inner.observability
     }
 }
 

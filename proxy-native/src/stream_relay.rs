@@ -3,6 +3,9 @@
 //! Each upstream chunk is decoded by `shared` and the events it completes are sent at once; nothing
 //! is held back. The relay ends after the terminal event, and dropping it (the client went away)
 //! drops the upstream body, which closes the upstream connection.
+//!
+//! A [`RelayObserver`] sees every event a relay sends and is dropped with the relay: the audit
+//! record of a stream lives there, and writes its line when the stream ends, however it ends.
 
 use std::convert::Infallible;
 
@@ -12,14 +15,56 @@ use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
+use switchyard_shared::mcp::McpToolEvent;
 use switchyard_shared::{ApiError, ChatStreamDecoder, StreamEvent};
 
+use crate::mcp::ToolEventStream;
+
+/// Sees the events of one relayed stream; dropped when the relay ends (finished, failed, or
+/// abandoned by the client).
+pub trait RelayObserver<E>: Send + 'static {
+    /// The response is about to go out.
+    fn started(&mut self) {}
+    /// `event` is being sent.
+    fn event(&mut self, event: &E);
+}
+
+/// No observer.
+impl<E> RelayObserver<E> for () {
+    fn event(&mut self, _: &E) {}
+}
+
 /// A `text/event-stream` response carrying the events decoded from `chunks`.
-pub fn sse_response<S>(decoder: ChatStreamDecoder, chunks: S) -> Response
+pub fn sse_response<S>(
+    decoder: ChatStreamDecoder,
+    chunks: S,
+    mut observer: impl RelayObserver<StreamEvent>,
+) -> Response
 where
     S: Stream<Item = Result<Bytes, ApiError>> + Send + 'static,
 {
-    event_stream_response(Body::from_stream(sse_frames(decoder, chunks)))
+    observer.started();
+    event_stream_response(Body::from_stream(sse_frames(decoder, chunks, observer)))
+}
+
+/// A `text/event-stream` response carrying a tool call's events, one write per event as it
+/// happens. Dropping the body (the client went away) drops the call, which cancels it upstream.
+pub fn tool_event_response(
+    events: ToolEventStream,
+    mut observer: impl RelayObserver<McpToolEvent>,
+) -> Response {
+    observer.started();
+    let frames = futures::stream::unfold(Some((events, observer)), |state| async move {
+        let (mut events, mut observer) = state?;
+        let event = events.next().await?;
+        observer.event(&event);
+        let frame = Bytes::from(event.to_sse());
+        // After the last event the call and the observer are dropped at once, as a chat relay
+        // is, rather than whenever the server gets round to dropping the body.
+        let rest = (!event.is_terminal()).then_some((events, observer));
+        Some((Ok::<_, Infallible>(frame), rest))
+    });
+    event_stream_response(Body::from_stream(frames))
 }
 
 /// A `text/event-stream` response with the headers every stream of the proxy carries.
@@ -43,16 +88,19 @@ pub fn event_stream_response(body: Body) -> Response {
 
 /// The SSE frames for `chunks`: one write per upstream chunk that completes events, and always a
 /// terminal event (`finish` or `error`) last.
-pub fn sse_frames<S>(
+pub fn sse_frames<S, O>(
     decoder: ChatStreamDecoder,
     chunks: S,
+    observer: O,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static
 where
     S: Stream<Item = Result<Bytes, ApiError>> + Send + 'static,
+    O: RelayObserver<StreamEvent>,
 {
     let relay = Relay {
         decoder,
         chunks: Box::pin(chunks),
+        observer,
     };
     futures::stream::unfold(Some(relay), |state| async move {
         let mut relay = state?;
@@ -61,18 +109,22 @@ where
             return None;
         }
         let terminal = events.last().is_some_and(StreamEvent::is_terminal);
+        for event in &events {
+            relay.observer.event(event);
+        }
         let frame: String = events.iter().map(StreamEvent::to_sse).collect();
         // After the terminal event the relay is dropped, which releases the upstream at once.
         Some((Ok(Bytes::from(frame)), (!terminal).then_some(relay)))
     })
 }
 
-struct Relay<S> {
+struct Relay<S, O> {
     decoder: ChatStreamDecoder,
     chunks: std::pin::Pin<Box<S>>,
+    observer: O,
 }
 
-impl<S> Relay<S>
+impl<S, O> Relay<S, O>
 where
     S: Stream<Item = Result<Bytes, ApiError>>,
 {
@@ -107,7 +159,7 @@ mod tests {
 
     async fn relay(chunks: Vec<Result<Bytes, ApiError>>) -> Vec<StreamEvent> {
         let decoder = ChatStreamDecoder::new(WireFormat::Provider(ProviderKind::OpenAi), Some("p"));
-        let frames = sse_frames(decoder, futures::stream::iter(chunks))
+        let frames = sse_frames(decoder, futures::stream::iter(chunks), ())
             .collect::<Vec<_>>()
             .await;
         decode(frames)
@@ -137,6 +189,70 @@ mod tests {
         let timeout = ApiError::new(ErrorCode::UpstreamTimeout, "slow");
         let events = relay(vec![chunk(HELLO), Err(timeout.clone()), chunk(HELLO)]).await;
         assert_eq!(events.last(), Some(&StreamEvent::Error { error: timeout }));
+    }
+
+    /// Records what it saw, and that it was dropped.
+    #[derive(Clone, Default)]
+    struct Seen(std::sync::Arc<std::sync::Mutex<(bool, Vec<StreamEvent>, bool)>>);
+
+    struct Observer(Seen);
+
+    impl RelayObserver<StreamEvent> for Observer {
+        fn started(&mut self) {
+            (self.0).0.lock().unwrap().0 = true;
+        }
+        fn event(&mut self, event: &StreamEvent) {
+            (self.0).0.lock().unwrap().1.push(event.clone());
+        }
+    }
+
+    impl Drop for Observer {
+        fn drop(&mut self) {
+            (self.0).0.lock().unwrap().2 = true;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_observer_sees_every_event_and_goes_with_the_last() {
+        let seen = Seen::default();
+        let decoder = ChatStreamDecoder::new(WireFormat::Provider(ProviderKind::OpenAi), Some("p"));
+        let chunks = vec![
+            chunk(HELLO),
+            chunk(
+                "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n",
+            ),
+        ];
+        let mut frames = std::pin::pin!(sse_frames(
+            decoder,
+            futures::stream::iter(chunks).chain(futures::stream::pending()),
+            Observer(seen.clone()),
+        ));
+        let mut sent = Vec::new();
+        while let Some(frame) = frames.next().await {
+            sent.push(frame);
+            if (seen.0).lock().unwrap().2 {
+                break;
+            }
+        }
+        // Dropped right after the terminal event, though the upstream never ended its body.
+        let (_, events, dropped) = &*seen.0.lock().unwrap();
+        assert!(dropped);
+        assert_eq!(events, &decode(sent));
+        assert!(matches!(events.last(), Some(StreamEvent::Finish { .. })));
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_stream_drops_its_observer() {
+        let seen = Seen::default();
+        let decoder = ChatStreamDecoder::new(WireFormat::Provider(ProviderKind::OpenAi), Some("p"));
+        let chunks = futures::stream::iter(vec![chunk(HELLO)]).chain(futures::stream::pending());
+        let response = sse_response(decoder, chunks, Observer(seen.clone()));
+        assert!((seen.0).lock().unwrap().0, "started");
+        let mut body = response.into_body().into_data_stream();
+        assert!(body.next().await.is_some());
+        assert!(!(seen.0).lock().unwrap().2);
+        drop(body);
+        assert!((seen.0).lock().unwrap().2, "dropped with the body");
     }
 
     #[tokio::test]

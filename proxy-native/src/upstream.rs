@@ -17,6 +17,7 @@ use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use switchyard_shared::{ApiError, ErrorCode, HttpRequest, Method, PreparedRequest};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
 
 use crate::config::UpstreamConfig;
@@ -34,6 +35,9 @@ pub struct Upstream {
     first_byte: Duration,
     idle: Duration,
     total: Duration,
+    /// One permit per upstream request in flight, held until its body is read or dropped.
+    in_flight: Arc<Semaphore>,
+    max_in_flight: usize,
 }
 
 /// An upstream answer whose headers have arrived and whose body has not been read.
@@ -46,6 +50,7 @@ pub struct UpstreamResponse {
     body: UpstreamBody,
     provider: Arc<str>,
     idle: Duration,
+    permit: OwnedSemaphorePermit,
 }
 
 /// A response body still to be read, from either kind of upstream.
@@ -95,6 +100,8 @@ impl Upstream {
             first_byte: config.first_byte_timeout(),
             idle: config.idle_timeout(),
             total: config.request_timeout(),
+            in_flight: Arc::new(Semaphore::new(config.max_concurrent_requests)),
+            max_in_flight: config.max_concurrent_requests,
         })
     }
 
@@ -116,6 +123,25 @@ impl Upstream {
             in_process = in_process.is_some(),
             "sending upstream request"
         );
+        // Waiting for a place counts against the first-byte time: to the caller it is the same
+        // wait, and a saturated proxy must not queue requests without bound.
+        let waited = tokio::time::Instant::now();
+        let permit =
+            tokio::time::timeout(self.first_byte, Arc::clone(&self.in_flight).acquire_owned())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::UpstreamTimeout,
+                        format!(
+                            "all {} upstream connections of the proxy stayed busy for {} ms",
+                            self.max_in_flight,
+                            self.first_byte.as_millis()
+                        ),
+                    )
+                })?;
+        let first_byte = self.first_byte.saturating_sub(waited.elapsed());
         let exchange = async {
             match in_process {
                 Some(router) => send_in_process(router, &prepared.http).await,
@@ -126,25 +152,25 @@ impl Upstream {
                 }
             }
         };
-        let (status, retry_after, body) =
-            match tokio::time::timeout(self.first_byte, exchange).await {
-                Ok(result) => result?,
-                Err(_) => {
-                    return Err(ApiError::new(
-                        ErrorCode::UpstreamTimeout,
-                        format!(
-                            "upstream '{provider}' did not answer within {} ms",
-                            self.first_byte.as_millis()
-                        ),
-                    ));
-                }
-            };
+        let (status, retry_after, body) = match tokio::time::timeout(first_byte, exchange).await {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(ApiError::new(
+                    ErrorCode::UpstreamTimeout,
+                    format!(
+                        "upstream '{provider}' did not answer within {} ms",
+                        self.first_byte.as_millis()
+                    ),
+                ));
+            }
+        };
         Ok(UpstreamResponse {
             status,
             retry_after,
             body,
             provider,
             idle: self.idle,
+            permit,
         })
     }
 
@@ -163,6 +189,36 @@ impl Upstream {
                     ),
                 ))
             })
+    }
+
+    /// Whether `provider` can be reached, for readiness: a provider answered in process always
+    /// can; a remote one must answer `GET <base_url>/models` below 500. The request goes without
+    /// the key, so no credentials leave the proxy and no tokens are spent.
+    pub async fn probe(&self, provider: &str, base_url: &str) -> Result<(), ApiError> {
+        if self.in_process.contains_key(provider) {
+            return Ok(());
+        }
+        let url = format!("{}/models", base_url.trim_end_matches('/'));
+        let response = self.client.get(url).send().await.map_err(|e| {
+            let code = if e.is_timeout() {
+                ErrorCode::UpstreamTimeout
+            } else {
+                ErrorCode::UpstreamError
+            };
+            // Probes repeat while an upstream is down; the warning is for requests that fail.
+            tracing::debug!(%provider, error = ?e.without_url(), "readiness probe failed");
+            ApiError::new(code, format!("could not reach upstream '{provider}'"))
+        })?;
+        if response.status().is_server_error() {
+            return Err(ApiError::new(
+                ErrorCode::UpstreamError,
+                format!(
+                    "upstream '{provider}' answered {}",
+                    response.status().as_u16()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn build(&self, http: &HttpRequest) -> Result<reqwest::RequestBuilder, ApiError> {
@@ -256,14 +312,16 @@ impl UpstreamResponse {
             body,
             provider,
             idle,
+            permit,
             ..
         } = self;
-        futures::stream::unfold(Some(body), move |state| {
+        // The permit goes with the body: the connection counts until the body ends or is dropped.
+        futures::stream::unfold(Some((body, permit)), move |state| {
             let provider = Arc::clone(&provider);
             async move {
-                let mut body = state?;
+                let (mut body, permit) = state?;
                 match tokio::time::timeout(idle, body.chunk()).await {
-                    Ok(Ok(Some(chunk))) => Some((Ok(chunk), Some(body))),
+                    Ok(Ok(Some(chunk))) => Some((Ok(chunk), Some((body, permit)))),
                     Ok(Ok(None)) => None,
                     Ok(Err(e)) => {
                         tracing::warn!(%provider, error = ?e, "upstream body broke off");

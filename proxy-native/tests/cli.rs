@@ -69,12 +69,148 @@ fn a_missing_key_variable_fails_naming_it() {
 }
 
 #[test]
-fn listening_beyond_loopback_is_refused() {
-    let out = run_to_end(&["serve", "--listen", "0.0.0.0:0"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+fn listening_beyond_loopback_without_authentication_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("open.toml");
+    std::fs::write(&path, "[server]\nlisten = \"0.0.0.0:3001\"\n").unwrap();
+    for args in [
+        vec!["serve", "--listen", "0.0.0.0:0"],
+        vec!["serve", "--config", path.to_str().unwrap()],
+    ] {
+        let out = run_to_end(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        // The message says how to fix it: a loopback address, or a key.
+        for says in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "authentication",
+            "switchyard keys new",
+            "[[keys]]",
+            "allowed_hosts",
+        ] {
+            assert!(stderr.contains(says), "{args:?}: {says:?} in {stderr}");
+        }
+        assert!(String::from_utf8_lossy(&out.stdout).is_empty());
+    }
+}
+
+/// What `switchyard keys new` printed: the key, and the `[[keys]]` block to paste.
+fn new_key(name: &str) -> (String, String) {
+    let out = run_to_end(&["keys", "new", "--name", name]);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let key = stdout
+        .lines()
+        .map(str::trim)
+        .find(|line| line.starts_with("sy_"))
+        .unwrap_or_else(|| panic!("no key in {stdout}"))
+        .to_owned();
+    let block = &stdout[stdout.find("[[keys]]").expect("a [[keys]] block")..];
+    assert!(
+        !block.contains(&key),
+        "the block holds the hash, not the key"
+    );
+    (key, block.to_owned())
+}
+
+#[test]
+fn keys_new_prints_a_new_key_each_time() {
+    let (a, block) = new_key("ci");
+    let (b, _) = new_key("ci");
+    assert_ne!(a, b);
+    // `sy_` and 32 random bytes in unpadded base64url.
+    assert_eq!(a.len(), 3 + 43, "{a}");
+    assert!(block.contains("name = \"ci\""), "{block}");
+    assert!(block.contains("hash = \"sha256:"), "{block}");
+    let out = run_to_end(&["keys", "new", "--name", "not a name"]);
     assert!(!out.status.success());
-    assert!(stderr.contains("127.0.0.1"), "{stderr}");
-    assert!(stderr.contains("authentication"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--name"));
+}
+
+#[tokio::test]
+async fn a_new_key_admits_its_holder_and_never_reaches_the_logs() {
+    let (key, block) = new_key("ci");
+    let (other, _) = new_key("other");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[providers]]\nname = \"mock\"\nkind = \"mock\"\nmodels = [\"demo\"]\n\n\
+             [[mcp_servers]]\nname = \"demo\"\ntransport = \"builtin\"\nserver = \"demo\"\n\
+             serve_http = true\n\n{block}"
+        ),
+    )
+    .unwrap();
+    let (child, base, logs) = start_serving(&path, &[], &[("RUST_LOG", "trace")]);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let models = client
+        .get(format!("{base}/api/llm/models"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(models.status(), 200);
+    assert!(models.text().await.unwrap().contains("mock/demo"));
+    let answer = client
+        .post(format!("{base}/api/llm/chat"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"model": "mock/demo", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let mcp = client
+        .post(format!("{base}/mcp/demo"))
+        .bearer_auth(&key)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-06-18")
+        .json(&serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mcp.status(), 200);
+    // A key of another configuration, a made-up JWT, and none at all.
+    let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLXNlY3JldC00Mg";
+    for credential in [Some(other.as_str()), Some(jwt), None] {
+        let mut request = client.get(format!("{base}/api/mcp/servers"));
+        if let Some(credential) = credential {
+            request = request.bearer_auth(credential);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401);
+        assert!(
+            response.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer")
+        );
+        let body = response.text().await.unwrap();
+        assert!(body.contains("\"unauthorized\""), "{body}");
+        assert!(!body.contains(&other) && !body.contains(jwt), "{body}");
+    }
+    drop(child);
+    let logs = logs.join().unwrap();
+    assert!(
+        logs.contains("/api/mcp/servers"),
+        "the proxy logged its requests:\n{logs}"
+    );
+    for secret in [
+        key.as_str(),
+        other.as_str(),
+        jwt,
+        &key[3..20],
+        &other[3..20],
+    ] {
+        assert!(
+            !logs.contains(secret),
+            "a credential reached the logs:\n{logs}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -137,7 +137,10 @@ impl SseDecoder {
     }
 }
 
-/// Writes one event carrying `data` (which may span lines) in SSE framing.
+/// Writes one event carrying `data` (which may span lines) in SSE framing; `event` is one line.
+///
+/// A decoder ends a line at CR, LF or CRLF alike, so each of them in `data` starts a new `data:`
+/// line and comes back as LF: a CR left inside a line would end it there and lose the rest.
 pub fn encode(event: Option<&str>, data: &str) -> String {
     let mut out = String::with_capacity(data.len() + 16);
     if let Some(name) = event {
@@ -145,9 +148,9 @@ pub fn encode(event: Option<&str>, data: &str) -> String {
         out.push_str(name);
         out.push('\n');
     }
-    for line in data.split('\n') {
+    for line in data.split("\r\n").flat_map(|l| l.split(['\r', '\n'])) {
         out.push_str("data: ");
-        out.push_str(line.strip_suffix('\r').unwrap_or(line));
+        out.push_str(line);
         out.push('\n');
     }
     out.push('\n');
@@ -247,6 +250,21 @@ mod tests {
                 id: None
             }]
         );
+    }
+
+    #[test]
+    fn every_line_break_in_encoded_data_survives_as_lf() {
+        // Found by the `sse_split` fuzz target: a lone CR used to cut the data short.
+        for (data, expected) in [
+            (" \rJ", " \nJ"),
+            ("a\r\nb", "a\nb"),
+            ("a\r\r\nb\n", "a\n\nb\n"),
+        ] {
+            assert_eq!(
+                decode_all(encode(None, data).as_bytes()),
+                vec![ev(expected)]
+            );
+        }
     }
 
     fn arb_event() -> impl Strategy<Value = (Option<String>, Vec<String>)> {

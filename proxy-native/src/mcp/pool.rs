@@ -13,6 +13,7 @@
 //!   to the proxy gets its list fetched again, at most once a second, before a tool it lacks is
 //!   called unknown, so a tool it added later is not refused.)
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -54,6 +55,8 @@ struct Slot {
     config: McpServerConfig,
     // Held while connecting, so concurrent first requests share one start.
     state: tokio::sync::Mutex<SlotState>,
+    /// Live sessions when last counted (see [`McpPool::session_counts`]).
+    sessions_seen: AtomicUsize,
 }
 
 impl std::fmt::Debug for Slot {
@@ -166,6 +169,7 @@ impl McpPool {
                     name: Arc::from(config.name.as_str()),
                     config: config.clone(),
                     state: tokio::sync::Mutex::new(SlotState::default()),
+                    sessions_seen: AtomicUsize::new(0),
                 })
             })
             .collect();
@@ -336,6 +340,45 @@ impl McpPool {
     pub async fn protocol_version(&self, server: &str) -> Result<String, ApiError> {
         let in_use = self.slot(server)?.acquire().await?;
         Ok(in_use.session().protocol_version().to_string())
+    }
+
+    /// Whether `server` has a live session, opening one if it has none: the readiness check.
+    /// A live session is not marked as used, so probes do not keep an idle session open; a
+    /// server in its backoff window answers its last error at once. The opening runs on a task
+    /// of its own, so a caller that stops waiting does not cut a start short (which would start
+    /// a stdio server again on the next check).
+    pub async fn ensure_session(&self, server: &str) -> Result<(), ApiError> {
+        let slot = Arc::clone(self.slot(server)?);
+        let opening = tokio::spawn(async move {
+            {
+                let state = slot.state.lock().await;
+                if state.session.as_ref().is_some_and(|s| s.is_alive()) {
+                    return Ok(());
+                }
+            }
+            slot.acquire().await.map(drop)
+        });
+        opening.await.unwrap_or_else(|_| {
+            Err(ApiError::internal(format!(
+                "opening a session to MCP server '{server}' failed"
+            )))
+        })
+    }
+
+    /// The number of live sessions per server, for the sessions gauge. A slot that is busy (a
+    /// session being opened) reports what it had when last seen, so reading never waits.
+    pub fn session_counts(&self) -> impl Iterator<Item = (&str, usize)> {
+        self.slots.iter().map(|slot| {
+            let count = match slot.state.try_lock() {
+                Ok(state) => {
+                    let count = usize::from(state.session.as_ref().is_some_and(|s| s.is_alive()));
+                    slot.sessions_seen.store(count, Ordering::Relaxed);
+                    count
+                }
+                Err(_) => slot.sessions_seen.load(Ordering::Relaxed),
+            };
+            (&*slot.name, count)
+        })
     }
 
     /// Closes every session (stopping stdio servers), waiting at most a few seconds; what is

@@ -2,14 +2,10 @@
 //! configured server (never an address or a command) and hands the request to the session pool;
 //! answers are MCP's own result types, unchanged.
 
-use std::convert::Infallible;
-
-use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures::StreamExt;
 use rmcp::model::{
     CallToolResult, GetPromptResult, ListPromptsResult, ListResourcesResult, ListToolsResult,
     ReadResourceResult,
@@ -17,11 +13,14 @@ use rmcp::model::{
 use switchyard_shared::mcp::{
     McpGetPrompt, McpListQuery, McpReadResource, McpServerList, McpToolCall,
 };
-use switchyard_shared::paths;
+use switchyard_shared::{ApiError, paths};
 use tracing::{Instrument, Span};
 
+use crate::auth::Caller;
 use crate::error::AppError;
 use crate::extract::{ApiJson, ApiQuery};
+use crate::limits::{Budget, Metered};
+use crate::observability::{RequestFacts, ToolAudit};
 use crate::state::AppState;
 use crate::stream_relay;
 
@@ -42,93 +41,135 @@ fn span(server: &str, method: &'static str) -> Span {
     tracing::info_span!("mcp", server, method)
 }
 
-async fn servers(State(state): State<AppState>) -> Json<McpServerList> {
-    Json(state.mcp().servers().clone())
+/// Counts a failed operation other than a tool call against its server (tool calls are counted
+/// with their audit line).
+fn counted(state: &AppState, server: &str, error: &ApiError) {
+    state
+        .observability()
+        .metrics()
+        .record_mcp_error(server, error.code);
+}
+
+/// Only the servers the caller may use.
+async fn servers(State(state): State<AppState>, caller: Caller) -> Json<McpServerList> {
+    Json(caller.scopes().filter_servers(state.mcp().servers()))
 }
 
 async fn list_tools(
     State(state): State<AppState>,
+    caller: Caller,
     ApiQuery(q): ApiQuery<McpListQuery>,
 ) -> Result<Json<ListToolsResult>, AppError> {
+    caller.scopes().check_server(&q.server)?;
     let span = span(&q.server, "tools/list");
     let page = state
         .mcp()
         .list_tools(&q.server, q.cursor)
         .instrument(span)
-        .await?;
+        .await
+        .inspect_err(|e| counted(&state, &q.server, e))?;
+    let mut page = page;
+    caller.scopes().filter_tools(&q.server, &mut page);
     Ok(Json(page))
 }
 
 async fn call_tool(
     State(state): State<AppState>,
+    facts: RequestFacts,
+    caller: Caller,
     ApiJson(call): ApiJson<McpToolCall>,
 ) -> Result<Json<CallToolResult>, AppError> {
+    caller.scopes().check_tool(&call.server, &call.name)?;
     let span = span(&call.server, "tools/call");
-    Ok(Json(state.mcp().call_tool(call).instrument(span).await?))
+    let audit = ToolAudit::new(facts, &call, false);
+    let result = state.mcp().call_tool(call).instrument(span).await;
+    audit.finish(result.as_ref());
+    Ok(Json(result?))
 }
 
 async fn call_tool_stream(
     State(state): State<AppState>,
+    facts: RequestFacts,
+    caller: Caller,
+    budget: Budget,
     ApiJson(call): ApiJson<McpToolCall>,
 ) -> Result<Response, AppError> {
+    caller.scopes().check_tool(&call.server, &call.name)?;
     let span = span(&call.server, "tools/call");
-    let events = state.mcp().call_tool_stream(call).instrument(span).await?;
-    // One write per event, as it happens; dropping the body (the client went away) drops the
-    // call, which cancels it upstream.
-    let frames = events.map(|event| Ok::<_, Infallible>(Bytes::from(event.to_sse())));
-    Ok(stream_relay::event_stream_response(Body::from_stream(
-        frames,
-    )))
+    let permit = state.limiter().stream(&budget)?;
+    let audit = ToolAudit::new(facts, &call, true);
+    let audit = Metered::new(state.limiter(), budget, permit, audit);
+    let events = match state.mcp().call_tool_stream(call).instrument(span).await {
+        Ok(events) => events,
+        Err(error) => {
+            audit.into_inner().finish(Err(&error));
+            return Err(error.into());
+        }
+    };
+    // The audit record goes with the stream and writes its line when the stream ends.
+    Ok(stream_relay::tool_event_response(events, audit))
 }
 
 async fn list_resources(
     State(state): State<AppState>,
+    caller: Caller,
     ApiQuery(q): ApiQuery<McpListQuery>,
 ) -> Result<Json<ListResourcesResult>, AppError> {
+    caller.scopes().check_server(&q.server)?;
     let span = span(&q.server, "resources/list");
     let page = state
         .mcp()
         .list_resources(&q.server, q.cursor)
         .instrument(span)
-        .await?;
+        .await
+        .inspect_err(|e| counted(&state, &q.server, e))?;
     Ok(Json(page))
 }
 
 async fn read_resource(
     State(state): State<AppState>,
+    caller: Caller,
     ApiJson(req): ApiJson<McpReadResource>,
 ) -> Result<Json<ReadResourceResult>, AppError> {
+    caller.scopes().check_server(&req.server)?;
     let span = span(&req.server, "resources/read");
     let result = state
         .mcp()
         .read_resource(&req.server, req.uri)
         .instrument(span)
-        .await?;
+        .await
+        .inspect_err(|e| counted(&state, &req.server, e))?;
     Ok(Json(result))
 }
 
 async fn list_prompts(
     State(state): State<AppState>,
+    caller: Caller,
     ApiQuery(q): ApiQuery<McpListQuery>,
 ) -> Result<Json<ListPromptsResult>, AppError> {
+    caller.scopes().check_server(&q.server)?;
     let span = span(&q.server, "prompts/list");
     let page = state
         .mcp()
         .list_prompts(&q.server, q.cursor)
         .instrument(span)
-        .await?;
+        .await
+        .inspect_err(|e| counted(&state, &q.server, e))?;
     Ok(Json(page))
 }
 
 async fn get_prompt(
     State(state): State<AppState>,
+    caller: Caller,
     ApiJson(req): ApiJson<McpGetPrompt>,
 ) -> Result<Json<GetPromptResult>, AppError> {
+    caller.scopes().check_server(&req.server)?;
     let span = span(&req.server, "prompts/get");
     let result = state
         .mcp()
         .get_prompt(&req.server, req.name, req.arguments)
         .instrument(span)
-        .await?;
+        .await
+        .inspect_err(|e| counted(&state, &req.server, e))?;
     Ok(Json(result))
 }

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use axum::Router;
+use axum::middleware;
 
+use crate::auth::mounts;
 use crate::mock;
 use crate::state::AppState;
 
@@ -15,6 +17,9 @@ pub(super) fn routes(state: &AppState) -> Router<AppState> {
         .iter()
         .filter_map(|m| Some((m.http_base_path()?, m)))
         .fold(Router::new(), |router, (path, m)| {
-            router.nest(&path, mock::http_router(Arc::clone(m)))
+            // The caller's scopes apply here as on `/api/llm/*` (`auth::mounts`).
+            let guard =
+                middleware::from_fn_with_state(Arc::<str>::from(m.name()), mounts::mock_provider);
+            router.nest(&path, mock::http_router(Arc::clone(m)).route_layer(guard))
         })
 }

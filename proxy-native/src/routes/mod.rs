@@ -22,12 +22,19 @@ pub fn router(state: AppState) -> Router {
         .merge(llm::routes())
         .merge(mcp::routes())
         .merge(builtin_mcp::routes(&state))
-        .merge(health::routes())
+        .merge(health::routes(&state))
         .merge(mock::routes(&state))
         .merge(page::routes(&state))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
-    layers::apply(routes, state.server()).with_state(state)
+    layers::apply(
+        routes,
+        state.server(),
+        state.observability().metrics(),
+        state.auth(),
+        state.limiter(),
+    )
+    .with_state(state)
 }
 
 async fn not_found(method: Method, uri: Uri) -> AppError {

@@ -1,0 +1,265 @@
+//! Client authentication and scopes. One layer ([`authenticate`]) runs for every route: it reads
+//! `Authorization: Bearer <credential>`, recognizes an API key (`keys.rs`) or a JWT (`jwt.rs`),
+//! and puts the caller's [`Identity`] and [`Grants`] into the request's extensions, or answers
+//! `401 unauthorized` itself. Handlers then check what is used against the caller's scopes
+//! (`scopes.rs`) through the [`Caller`] extractor; the endpoints that serve built-in upstreams
+//! over HTTP are guarded by `mounts.rs`.
+//!
+//! With no `[[keys]]` and no `[auth.jwt]`, every request is [`Identity::anonymous`] with every
+//! scope (the proxy then listens on loopback only, see `config::check_listen`).
+
+pub mod jwt;
+pub mod keys;
+pub(crate) mod mounts;
+pub mod scopes;
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use switchyard_shared::{ApiError, ErrorCode};
+
+pub use scopes::Scopes;
+
+use self::jwt::JwtVerifier;
+use self::keys::KeyHash;
+use crate::config::{Config, ObservabilityConfig};
+use crate::error::AppError;
+use crate::identity::{Grants, Identity, IdentitySource};
+
+/// Recognizes callers by their `Authorization: Bearer` header, as the configuration says.
+#[derive(Debug)]
+pub struct Authenticator {
+    keys: Vec<KnownKey>,
+    jwt: Option<(Arc<JwtVerifier>, Arc<Grants>)>,
+    /// Which paths are answered without credentials (the probes, and `/metrics` if public).
+    observability: ObservabilityConfig,
+    /// What an unauthenticated request gets: everything when no authentication is configured.
+    anonymous: Arc<Grants>,
+}
+
+#[derive(Debug)]
+struct KnownKey {
+    hash: KeyHash,
+    identity: Identity,
+    grants: Arc<Grants>,
+}
+
+impl Authenticator {
+    /// The authenticator of a checked configuration (a JWKS file is read here; a JWKS URL is
+    /// fetched by [`Self::start`]).
+    pub fn new(config: &Config) -> anyhow::Result<Self> {
+        let keys = config
+            .keys
+            .iter()
+            .map(|k| KnownKey {
+                hash: k.hash.clone(),
+                identity: Identity {
+                    user: Arc::from(k.name.as_str()),
+                    via: IdentitySource::ApiKey,
+                },
+                grants: Arc::new(Grants {
+                    scopes: Scopes::new(&k.models, &k.mcp),
+                    limits: k.limits,
+                }),
+            })
+            .collect();
+        let jwt = match &config.auth.jwt {
+            Some(jwt) => {
+                let verifier =
+                    JwtVerifier::new(jwt).map_err(|e| anyhow::anyhow!("[auth.jwt]: {e}"))?;
+                let grants = Grants {
+                    scopes: Scopes::new(&jwt.models, &jwt.mcp),
+                    limits: jwt.limits,
+                };
+                Some((Arc::new(verifier), Arc::new(grants)))
+            }
+            None => None,
+        };
+        let required = config.requires_auth();
+        Ok(Authenticator {
+            keys,
+            jwt,
+            observability: config.observability.clone(),
+            anonymous: Arc::new(if required {
+                Grants::none()
+            } else {
+                Grants::all()
+            }),
+        })
+    }
+
+    /// Whether requests must carry credentials.
+    pub fn required(&self) -> bool {
+        !self.keys.is_empty() || self.jwt.is_some()
+    }
+
+    /// Fetches a JWKS URL and starts refreshing it; fails when the first fetch does.
+    pub async fn start(&self) -> anyhow::Result<()> {
+        if let Some((verifier, _)) = &self.jwt {
+            verifier
+                .start()
+                .await
+                .map_err(|e| anyhow::anyhow!("[auth.jwt]: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Who sent a request for `path` with `headers`, or why it is refused.
+    fn recognize(
+        &self,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Result<(Identity, Arc<Grants>), Refusal> {
+        if !self.required() || crate::observability::exempt_from_auth(path, &self.observability) {
+            return Ok((Identity::anonymous(), Arc::clone(&self.anonymous)));
+        }
+        let token = bearer(headers)?;
+        if let Some((verifier, grants)) = &self.jwt
+            && looks_like_jwt(token)
+        {
+            return match verifier.verify(token) {
+                Ok(identity) => Ok((identity, Arc::clone(grants))),
+                Err(reason) => Err(Refusal::invalid(reason.to_string())),
+            };
+        }
+        if self.keys.is_empty() {
+            return Err(Refusal::invalid("the token is malformed".to_owned()));
+        }
+        let presented = KeyHash::of(token);
+        // Every entry is compared, so the time taken does not tell which one matched.
+        let mut found = None;
+        for key in &self.keys {
+            if key.hash.ct_eq(&presented) && found.is_none() {
+                found = Some(key);
+            }
+        }
+        match found {
+            Some(key) => Ok((key.identity.clone(), Arc::clone(&key.grants))),
+            None => Err(Refusal::invalid("the API key is not valid".to_owned())),
+        }
+    }
+}
+
+/// A JWT is three base64url parts; keys made by `switchyard keys new` have no dot.
+fn looks_like_jwt(token: &str) -> bool {
+    !token.starts_with(keys::KEY_PREFIX) && token.split('.').count() == 3
+}
+
+/// The credential of `Authorization: Bearer <credential>`.
+fn bearer(headers: &HeaderMap) -> Result<&str, Refusal> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Err(Refusal::Missing);
+    };
+    let malformed = || {
+        Refusal::invalid("the Authorization header must be `Bearer <API key or token>`".to_owned())
+    };
+    if values.next().is_some() {
+        return Err(Refusal::invalid("send one Authorization header".to_owned()));
+    }
+    let text = value.to_str().map_err(|_| malformed())?;
+    let (scheme, credential) = text.split_once(' ').ok_or_else(malformed)?;
+    let credential = credential.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || credential.is_empty() {
+        return Err(malformed());
+    }
+    Ok(credential)
+}
+
+/// Why a request is answered `401`; its message never contains the credential.
+#[derive(Debug)]
+enum Refusal {
+    /// No `Authorization` header.
+    Missing,
+    /// A credential that was not accepted, and why.
+    Invalid(String),
+}
+
+impl Refusal {
+    fn invalid(message: String) -> Self {
+        Refusal::Invalid(message)
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        // RFC 6750: the challenge names the scheme, and says when a presented token was bad.
+        let (message, challenge) = match self {
+            Refusal::Missing => (
+                "this proxy requires authentication: send `Authorization: Bearer <API key or token>`"
+                    .to_owned(),
+                r#"Bearer realm="switchyard""#,
+            ),
+            Refusal::Invalid(message) => (
+                message,
+                r#"Bearer realm="switchyard", error="invalid_token""#,
+            ),
+        };
+        let mut response =
+            AppError(ApiError::new(ErrorCode::Unauthorized, message)).into_response();
+        response
+            .headers_mut()
+            .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        response
+    }
+}
+
+/// The authentication layer: recognizes the caller, or answers `401 unauthorized`.
+pub async fn authenticate(
+    State(auth): State<Arc<Authenticator>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let outcome = auth.recognize(request.uri().path(), request.headers());
+    // Nothing after this layer needs the credential; dropping it keeps it out of every later
+    // log, echo or upstream request, whatever those do with headers.
+    request.headers_mut().remove(AUTHORIZATION);
+    match outcome {
+        Ok((identity, grants)) => {
+            request.extensions_mut().insert(identity);
+            request.extensions_mut().insert(grants);
+            next.run(request).await
+        }
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// The caller of a request and what it may do, as the authentication layer established them.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Who the caller is.
+    pub identity: Identity,
+    /// What the caller may use.
+    pub grants: Arc<Grants>,
+}
+
+impl Caller {
+    /// The caller's scopes.
+    pub fn scopes(&self) -> &Scopes {
+        &self.grants.scopes
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let identity = parts.extensions.get::<Identity>();
+        let grants = parts.extensions.get::<Arc<Grants>>();
+        match (identity, grants) {
+            (Some(identity), Some(grants)) => Ok(Caller {
+                identity: identity.clone(),
+                grants: Arc::clone(grants),
+            }),
+            // Only a route outside the authentication layer gets here: refuse, never guess.
+            _ => Err(AppError(ApiError::internal(
+                "the request did not pass the authentication layer",
+            ))),
+        }
+    }
+}
