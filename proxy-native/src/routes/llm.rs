@@ -29,8 +29,12 @@ async fn chat(
     budget: Budget,
     ApiJson(req): ApiJson<ChatRequest>,
 ) -> Result<Json<ChatResponse>, AppError> {
-    caller.scopes().check_model(&req.model)?;
+    // Refusals are audited too: the record is made first.
     let audit = ChatAudit::new(facts, &req, false);
+    if let Err(error) = caller.scopes().check_model(&req.model) {
+        audit.finish(Err(&error));
+        return Err(error.into());
+    }
     let result = async {
         let prepared = state.routes().chat(&req, false)?;
         let reply = state.upstream().fetch(&prepared).await?;
@@ -56,10 +60,20 @@ async fn stream(
     budget: Budget,
     ApiJson(req): ApiJson<ChatRequest>,
 ) -> Result<Response, AppError> {
-    caller.scopes().check_model(&req.model)?;
-    // Before the upstream is asked: a caller over their open streams costs nothing upstream.
-    let permit = state.limiter().stream(&budget)?;
     let audit = ChatAudit::new(facts, &req, true);
+    // Before the upstream is asked: a caller out of scope or over their open streams costs
+    // nothing upstream (and is audited).
+    let permit = caller
+        .scopes()
+        .check_model(&req.model)
+        .and_then(|()| state.limiter().stream(&budget));
+    let permit = match permit {
+        Ok(permit) => permit,
+        Err(error) => {
+            audit.finish(Err(&error));
+            return Err(error.into());
+        }
+    };
     let audit = Metered::new(state.limiter(), budget, permit, audit);
     let started = async {
         let prepared = state.routes().chat(&req, true)?;

@@ -79,9 +79,13 @@ async fn call_tool(
     caller: Caller,
     ApiJson(call): ApiJson<McpToolCall>,
 ) -> Result<Json<CallToolResult>, AppError> {
-    caller.scopes().check_tool(&call.server, &call.name)?;
-    let span = span(&call.server, "tools/call");
+    // Refusals are audited too: the record is made first.
     let audit = ToolAudit::new(facts, &call, false);
+    if let Err(error) = caller.scopes().check_tool(&call.server, &call.name) {
+        audit.finish(Err(&error));
+        return Err(error.into());
+    }
+    let span = span(&call.server, "tools/call");
     let result = state.mcp().call_tool(call).instrument(span).await;
     audit.finish(result.as_ref());
     Ok(Json(result?))
@@ -94,10 +98,19 @@ async fn call_tool_stream(
     budget: Budget,
     ApiJson(call): ApiJson<McpToolCall>,
 ) -> Result<Response, AppError> {
-    caller.scopes().check_tool(&call.server, &call.name)?;
-    let span = span(&call.server, "tools/call");
-    let permit = state.limiter().stream(&budget)?;
     let audit = ToolAudit::new(facts, &call, true);
+    let permit = caller
+        .scopes()
+        .check_tool(&call.server, &call.name)
+        .and_then(|()| state.limiter().stream(&budget));
+    let permit = match permit {
+        Ok(permit) => permit,
+        Err(error) => {
+            audit.finish(Err(&error));
+            return Err(error.into());
+        }
+    };
+    let span = span(&call.server, "tools/call");
     let audit = Metered::new(state.limiter(), budget, permit, audit);
     let events = match state.mcp().call_tool_stream(call).instrument(span).await {
         Ok(events) => events,
