@@ -547,3 +547,39 @@ async fn the_embedded_default_says_what_it_did_not_find() {
     let logs = logs.join().unwrap();
     assert!(logs.contains("no Ollama answered at 127.0.0.1:9"), "{logs}");
 }
+
+/// An RSA public key (any will do): the hardened example names a JWKS file.
+const EXAMPLE_JWKS_N: &str = "7G9FbvRv5QqWMcDywBy3UuF4vz9Zg6L0EmU4mbO7zVV6rQ4W4ZXyZAiwBaziCiVU2MLGYBoWHaDMl3dD-kRMrhbZcJ_5HwwPxg3RCTmK9xVd3mhbR8vxNIIva3n1I5576Ax6KZ6WmWhv39l1hHaOeY6DrCBNRLR1iaLMcrdpbOwFm-yWw3FAsGCDQe_IT4RBYqtqMwoHmNdW-A4pmRcDtod0Y4-5neVozgjFH3eP0QToMbnYJbgSji1uVs31YDpdN_aoqVlRBDOPF9m7GamCXFMY3X9syclaYcz2NUnqlQ-5LpnjtKK3bXPpwr2A6R_Do-bcVYj8FNmew93y-VqgAQ";
+
+#[tokio::test]
+async fn the_example_configurations_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(
+        &jwks,
+        serde_json::json!({"keys": [{"kty": "RSA", "kid": "k1", "alg": "RS256", "use": "sig",
+                                     "n": EXAMPLE_JWKS_N, "e": "AQAB"}]})
+        .to_string(),
+    )
+    .unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for name in ["switchyard.example.toml", "switchyard.hardened.toml"] {
+        let text = std::fs::read_to_string(root.join(name))
+            .unwrap()
+            .replace("/etc/switchyard/jwks.json", jwks.to_str().unwrap());
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        // `--listen` keeps the test on loopback; the files' own addresses are checked as loaded.
+        let (child, base, _logs) = start_serving(
+            &path,
+            &[],
+            &[
+                ("OPENAI_API_KEY", "sk-example-config-test"),
+                ("SWITCHYARD_DOCS_MCP_AUTH", "Bearer example"),
+            ],
+        );
+        let health = reqwest::get(format!("{base}/healthz")).await.unwrap();
+        assert_eq!(health.status(), 200, "{name}");
+        drop(child);
+    }
+}
