@@ -186,21 +186,28 @@ async fn check_host(
     request: Request<Body>,
     next: Next,
 ) -> axum::response::Response {
-    let host = request
-        .headers()
-        .get(HOST)
-        .map(|h| h.to_str().unwrap_or("\u{fffd}"));
-    match host {
-        Some(host) if !policy.admits(host) => AppError(ApiError::new(
-            ErrorCode::Forbidden,
-            format!(
-                "the Host {:?} is not this machine; add it to server.allowed_hosts if it should be",
-                truncate(host, 100)
-            ),
-        ))
-        .into_response(),
-        _ => next.run(request).await,
+    let mut headers = request.headers().get_all(HOST).iter();
+    let header = headers.next().map(|h| h.to_str().unwrap_or("\u{fffd}"));
+    // Which of two Host lines counts differs between servers and proxies on the way: refuse.
+    if headers.next().is_some() {
+        return AppError(ApiError::bad_request("a request carries one Host header"))
+            .into_response();
     }
+    // An absolute-form target (`GET http://name/path`) names the host the client meant too.
+    let target = request.uri().authority().map(|a| a.as_str());
+    for host in header.into_iter().chain(target) {
+        if !policy.admits(host) {
+            return AppError(ApiError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "the Host {:?} is not this machine; add it to server.allowed_hosts if it should be",
+                    truncate(host, 100)
+                ),
+            ))
+            .into_response();
+        }
+    }
+    next.run(request).await
 }
 
 /// Which `Origin`s may call the proxy: a page on the proxy's own origin, or one listed in

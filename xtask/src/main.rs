@@ -4,6 +4,7 @@
 //! driver, npm packages), says what it is doing, and stops at the first failure.
 
 mod demo;
+mod fuzz;
 mod real_llm;
 mod run;
 mod sdk;
@@ -24,6 +25,8 @@ commands:
           http://127.0.0.1:3001 until Ctrl-C (`demo [--release] [--listen ADDR]`)
   sdk     builds the npm package `switchyard-client` into sdk-wasm/pkg and prints its size
   bench   measures what the proxy adds: `bench [chat|mcp] [N]` (see README, Benchmarks)
+  fuzz    runs every cargo-fuzz target in fuzz/ for SECONDS each (default 60) and prints
+          the executions: `fuzz [SECONDS] [TARGET...]` (works on stable)
   setup   only installs the tools the other commands need
   browser only the browser suites (wasm-bindgen-test, package and demo page tests)
 ";
@@ -47,6 +50,7 @@ fn real_main() -> Result<()> {
             Ok(())
         }
         Some("bench") => bench(&args[1..]),
+        Some("fuzz") => fuzz::run(&args[1..]),
         Some("browser") => browser(),
         Some("setup") => tools::ensure_all(),
         Some("help" | "--help" | "-h") | None => {
