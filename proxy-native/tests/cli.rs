@@ -1,5 +1,6 @@
 //! The real `switchyard` binary: start-up errors, a served health check, and what it logs.
 
+use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -582,4 +583,137 @@ async fn the_example_configurations_start() {
         assert_eq!(health.status(), 200, "{name}");
         drop(child);
     }
+}
+
+/// A word that appears only in a chat message: it must never reach the log.
+const CONTENT_MARKER: &str = "binarycontent4d2e";
+
+/// A mock model and the built-in demo MCP server, for the audit lines of the real binary.
+const AUDIT_CONFIG: &str = r#"
+[[providers]]
+name = "mock"
+kind = "mock"
+models = ["scripted"]
+[providers.mock]
+chunk_delay_ms = 1
+[[providers.mock.rules]]
+match = '(?i)^say (.+)$'
+reply = "You asked me to say: {1}"
+
+[[mcp_servers]]
+name = "demo"
+transport = "builtin"
+server = "demo"
+"#;
+
+/// With `--log-format json` and the default filter, one JSON line per chat and per tool call on
+/// stderr, with target `switchyard::audit`, and neither contents nor arguments.
+#[tokio::test]
+async fn the_binary_writes_one_json_audit_line_per_chat_and_tool_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.toml");
+    std::fs::write(&path, AUDIT_CONFIG).unwrap();
+    let mut command = Command::new(BIN);
+    command
+        .args(["serve", "--config", path.to_str().unwrap()])
+        .args(["--log-format", "json"])
+        .env_remove("RUST_LOG");
+    let (child, base, logs) = serve_with(command);
+
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let chat = json!({"model": "mock/scripted",
+                      "messages": [{"role": "user", "content": format!("say {CONTENT_MARKER}")}]});
+    let post = |path: &str, id: &str, body: &Value| {
+        client
+            .post(format!("{base}{path}"))
+            .header("x-request-id", id)
+            .json(body)
+            .send()
+    };
+    let answer: Value = post("/api/llm/chat", "bin-chat", &chat)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let streamed = post("/api/llm/stream", "bin-stream", &chat)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(streamed.contains("\"finish\""), "{streamed}");
+    let call = json!({"server": "demo", "name": "calculate", "arguments": {"expression": "6*7"}});
+    let result: Value = post("/api/mcp/tool", "bin-tool", &call)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(result["isError"], json!(false), "{result}");
+    drop(child);
+    let logs = logs.join().unwrap();
+
+    let audit: Vec<Value> = logs
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap_or_else(|_| panic!("{line}")))
+        .filter(|line| line["target"] == "switchyard::audit")
+        .map(|line| line["fields"].clone())
+        .collect();
+    assert_eq!(audit.len(), 3, "{logs}");
+    let by_id = |id: &str| {
+        audit
+            .iter()
+            .find(|l| l["request_id"] == id)
+            .unwrap_or_else(|| panic!("no audit line for {id}:\n{logs}"))
+    };
+    let chat = by_id("bin-chat");
+    assert_eq!(
+        (
+            &chat["kind"],
+            &chat["user"],
+            &chat["model"],
+            &chat["outcome"]
+        ),
+        (
+            &json!("chat"),
+            &json!("anonymous"),
+            &json!("mock/scripted"),
+            &json!("ok")
+        )
+    );
+    assert_eq!(chat["total_tokens"], answer["usage"]["total_tokens"]);
+    let stream = by_id("bin-stream");
+    assert_eq!(
+        (&stream["stream"], &stream["outcome"]),
+        (&json!(true), &json!("ok"))
+    );
+    assert!(
+        stream["completion_tokens"].as_u64().is_some_and(|n| n > 0),
+        "{stream}"
+    );
+    let tool = by_id("bin-tool");
+    assert_eq!(
+        (
+            &tool["kind"],
+            &tool["upstream"],
+            &tool["tool"],
+            &tool["outcome"]
+        ),
+        (
+            &json!("tool_call"),
+            &json!("demo"),
+            &json!("calculate"),
+            &json!("ok")
+        )
+    );
+    assert!(tool.get("arguments").is_none(), "{tool}");
+    assert!(
+        !logs.contains(CONTENT_MARKER),
+        "message contents are in the log"
+    );
+    assert!(!logs.contains("6*7"), "tool arguments are in the log");
 }
