@@ -20,7 +20,7 @@ use crate::mock::MockScript;
 
 pub use auth::{AuthConfig, JwtConfig, KeyConfig, Limits};
 pub use embedded::embedded_default;
-pub use mcp::{BuiltinServer, McpServerConfig, PASSED_THROUGH_ENV};
+pub use mcp::{BuiltinServer, Isolation, McpServerConfig, PASSED_THROUGH_ENV};
 
 /// The whole configuration; `Config::default()` runs with no providers.
 #[derive(Debug, Clone, Default, Deserialize)]

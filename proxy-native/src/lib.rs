@@ -61,6 +61,17 @@ pub async fn serve_until(
     if config.providers.is_empty() {
         tracing::warn!("no providers are configured: every chat request will be answered 404");
     }
+    if !config.requires_auth() {
+        for server in &config.mcp_servers {
+            if server.isolation == config::Isolation::PerUser {
+                tracing::warn!(
+                    server = %server.name,
+                    "isolation = \"per_user\" without [[keys]] or [auth.jwt]: every request is \
+                     the same anonymous user, so all share one session"
+                );
+            }
+        }
+    }
     let state = AppState::new(&config)?;
     state.auth().start().await?;
     let app = router(state.clone());

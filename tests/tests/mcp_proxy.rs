@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use switchyard_proxy::Config;
+use switchyard_proxy::identity::Identity;
 use switchyard_proxy::mcp::McpPool;
 use switchyard_shared::mcp::{McpServerList, McpToolEvent, McpTransport};
 use switchyard_shared::sse::SseDecoder;
@@ -927,12 +928,13 @@ async fn protocol_versions_are_negotiated_per_server() {
     }
     // server-everything does not: the proxy falls back to initialize.
     let pool = McpPool::new(&h.config.mcp_servers);
+    let anyone = Identity::anonymous();
     assert_eq!(
-        pool.protocol_version("everything").await.unwrap(),
+        pool.protocol_version(&anyone, "everything").await.unwrap(),
         "2025-11-25"
     );
     assert_eq!(
-        pool.protocol_version("rmcp-http").await.unwrap(),
+        pool.protocol_version(&anyone, "rmcp-http").await.unwrap(),
         "2026-07-28"
     );
     pool.shutdown().await;

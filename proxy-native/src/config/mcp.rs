@@ -55,6 +55,21 @@ pub enum BuiltinServer {
     Demo,
 }
 
+/// Who shares an MCP server's session (`isolation`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Isolation {
+    /// One session for every caller: for servers without per-caller state.
+    #[default]
+    Shared,
+    /// A session (for stdio, a process) of its own for each user, so no user can see or use
+    /// what another's session holds.
+    PerUser,
+}
+
+/// Users with a session of their own at once, per `per_user` server, unless the entry says.
+const DEFAULT_MAX_USER_SESSIONS: usize = 32;
+
 /// One `[[mcp_servers]]` entry.
 ///
 /// Which keys apply depends on `transport`: `command`, `args`, `env`, `env_from`, `inherit_env`
@@ -109,6 +124,13 @@ pub struct McpServerConfig {
     /// the proxy's own listener (so a browser in direct mode can reach it).
     #[serde(default)]
     pub serve_http: bool,
+    /// Whether callers share one session or each user gets their own.
+    #[serde(default)]
+    pub isolation: Isolation,
+    /// per_user: the most users with a session at once; a further user takes the place of the
+    /// one idle the longest, or waits (429) while all are busy. Default 32.
+    #[serde(default)]
+    pub max_user_sessions: Option<usize>,
     /// Longest time one request (a tool call, a list, a read) may take, in milliseconds.
     #[serde(default = "default_call_timeout_ms")]
     pub call_timeout_ms: u64,
@@ -162,7 +184,9 @@ impl fmt::Debug for McpServerConfig {
                 .field("server", &self.server)
                 .field("serve_http", &self.serve_http),
         };
-        d.field("call_timeout_ms", &self.call_timeout_ms)
+        d.field("isolation", &self.isolation)
+            .field("max_user_sessions", &self.max_user_sessions)
+            .field("call_timeout_ms", &self.call_timeout_ms)
             .field("idle_timeout_ms", &self.idle_timeout_ms)
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .finish_non_exhaustive()
@@ -187,6 +211,8 @@ impl McpServerConfig {
             headers_from: BTreeMap::new(),
             server: Some(BuiltinServer::Demo),
             serve_http: true,
+            isolation: Isolation::Shared,
+            max_user_sessions: None,
             call_timeout_ms: DEFAULT_CALL_TIMEOUT_MS,
             idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
             connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
@@ -202,6 +228,11 @@ impl McpServerConfig {
     pub fn http_path(&self) -> Option<String> {
         (self.transport == McpTransport::Builtin && self.serve_http)
             .then(|| format!("/mcp/{}", self.name))
+    }
+
+    /// per_user: the most users with a session at once.
+    pub fn user_sessions_limit(&self) -> usize {
+        self.max_user_sessions.unwrap_or(DEFAULT_MAX_USER_SESSIONS)
     }
 
     /// [`Self::call_timeout_ms`] as a duration.
@@ -252,6 +283,21 @@ pub(super) fn check_and_resolve(
             if value == 0 {
                 return Err(invalid(field, "must be greater than 0".into()));
             }
+        }
+        match (server.isolation, server.max_user_sessions) {
+            (Isolation::Shared, Some(_)) => {
+                return Err(invalid(
+                    "max_user_sessions",
+                    "applies only to isolation = \"per_user\"".into(),
+                ));
+            }
+            (Isolation::PerUser, Some(0)) => {
+                return Err(invalid(
+                    "max_user_sessions",
+                    "must be greater than 0".into(),
+                ));
+            }
+            _ => {}
         }
         match server.transport {
             McpTransport::Stdio => check_stdio(server, &key, origin)?,
@@ -519,7 +565,7 @@ fn locate_command(command: &str) -> Result<String, String> {
 mod tests {
     use secrecy::ExposeSecret;
 
-    use super::{BuiltinServer, McpServerConfig, McpTransport};
+    use super::{BuiltinServer, Isolation, McpServerConfig, McpTransport};
     use crate::config::Config;
 
     const ORIGIN: &str = "/etc/switchyard/mcp.toml";
@@ -548,6 +594,11 @@ mod tests {
         assert_eq!(s.call_timeout().as_millis(), 60_000);
         assert_eq!(s.idle_timeout().as_millis(), 300_000);
         assert_eq!(h.url.as_deref(), Some("http://127.0.0.1:9/mcp"));
+        assert_eq!(s.isolation, Isolation::Shared);
+        let c =
+            Config::from_toml_str(&format!("{STDIO}isolation = \"per_user\"\n"), ORIGIN).unwrap();
+        assert_eq!(c.mcp_servers[0].isolation, Isolation::PerUser);
+        assert_eq!(c.mcp_servers[0].user_sessions_limit(), 32);
     }
 
     #[test]
@@ -701,6 +752,17 @@ mod tests {
             &["`mcp_servers[0].headers.X-A`", "not a valid header value"],
         );
         assert!(!m.contains("break-secret"), "{m}");
+        let m = error(&format!("{STDIO}isolation = \"per_process\"\n"));
+        assert_names(&m, &["unknown variant `per_process`", "per_user"]);
+        let m = error(&format!("{STDIO}max_user_sessions = 4\n"));
+        assert_names(&m, &["`mcp_servers[0].max_user_sessions`", "per_user"]);
+        let m = error(&format!(
+            "{STDIO}isolation = \"per_user\"\nmax_user_sessions = 0\n"
+        ));
+        assert_names(
+            &m,
+            &["`mcp_servers[0].max_user_sessions`", "greater than 0"],
+        );
         let m = error(&format!("{STDIO}frobnicate = true\n"));
         assert_names(&m, &["unknown field `frobnicate`", "mcp_servers[0]"]);
     }

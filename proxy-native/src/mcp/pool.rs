@@ -1,5 +1,11 @@
 //! The session pool: one live session per configured server, opened on first use and shared by
-//! every request to that server.
+//! every request to that server; or, for a server with `isolation = "per_user"`, one per user.
+//!
+//! - A `per_user` server's users never share a session (nor, for stdio, a process): each user's
+//!   requests go to a slot of their own, keyed by the whole [`Identity`] (a key named `alice`
+//!   and a JWT whose `sub` is `alice` are different users). At most `max_user_sessions` users
+//!   hold a slot; a further user takes the place of the user idle the longest, or is told to
+//!   retry (429) while every slot is busy. The readiness check opens a session of its own.
 //!
 //! - A session whose server went away (a stdio process exited, an HTTP session expired) is
 //!   replaced on the next request. The request that finds it broken is retried once on the new
@@ -13,6 +19,7 @@
 //!   to the proxy gets its list fetched again, at most once a second, before a tool it lacks is
 //!   called unknown, so a tool it added later is not refused.)
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -33,7 +40,8 @@ use tracing::Instrument;
 use super::handler::{HandlerState, ProxyClientHandler};
 use super::session::{Failure, InFlight, InUse, Session, list_tools_request, unexpected};
 use super::upstream::{self, truncate};
-use crate::config::McpServerConfig;
+use crate::config::{Isolation, McpServerConfig};
+use crate::identity::Identity;
 
 /// First delay after a failed start; doubled per further failure.
 const BACKOFF_FIRST: Duration = Duration::from_millis(250);
@@ -45,13 +53,25 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// The MCP servers of the configuration and their live sessions.
 #[derive(Debug)]
 pub struct McpPool {
-    slots: Vec<Arc<Slot>>,
+    servers: Vec<Server>,
     list: McpServerList,
 }
 
-/// One configured server and its session, if any.
+/// One configured server: the slot every caller shares, and each user's for `per_user`.
+#[derive(Debug)]
+struct Server {
+    /// Every caller's session; for a `per_user` server only the readiness check's.
+    shared: Arc<Slot>,
+    /// `per_user` only: each user's slot. A request holds a clone of its slot while it runs,
+    /// which is how a busy slot is told from an idle one.
+    users: Option<std::sync::Mutex<HashMap<Identity, Arc<Slot>>>>,
+}
+
+/// One server's session for one set of callers, if it has one.
 struct Slot {
     name: Arc<str>,
+    /// Whose slot it is (`per_user` servers), for logs.
+    user: Option<Arc<str>>,
     config: McpServerConfig,
     // Held while connecting, so concurrent first requests share one start.
     state: tokio::sync::Mutex<SlotState>,
@@ -63,6 +83,7 @@ impl std::fmt::Debug for Slot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Slot")
             .field("config", &self.config)
+            .field("user", &self.user)
             .finish_non_exhaustive()
     }
 }
@@ -164,13 +185,10 @@ impl McpPool {
     pub fn new(servers: &[McpServerConfig]) -> Self {
         let slots = servers
             .iter()
-            .map(|config| {
-                Arc::new(Slot {
-                    name: Arc::from(config.name.as_str()),
-                    config: config.clone(),
-                    state: tokio::sync::Mutex::new(SlotState::default()),
-                    sessions_seen: AtomicUsize::new(0),
-                })
+            .map(|config| Server {
+                shared: Arc::new(Slot::new(config, None)),
+                users: (config.isolation == Isolation::PerUser)
+                    .then(|| std::sync::Mutex::new(HashMap::new())),
             })
             .collect();
         let list = McpServerList {
@@ -182,7 +200,10 @@ impl McpPool {
                 })
                 .collect(),
         };
-        McpPool { slots, list }
+        McpPool {
+            servers: slots,
+            list,
+        }
     }
 
     /// The configured servers, as `GET /api/mcp/servers` lists them.
@@ -192,17 +213,20 @@ impl McpPool {
 
     /// The configured servers' entries, in the order of the configuration.
     pub(crate) fn configs(&self) -> impl Iterator<Item = &McpServerConfig> {
-        self.slots.iter().map(|slot| &slot.config)
+        self.servers.iter().map(|server| &server.shared.config)
     }
 
     /// One page of the server's tools (`cursor` from the previous page's `nextCursor`).
     pub async fn list_tools(
         &self,
+        caller: &Identity,
         server: &str,
         cursor: Option<String>,
     ) -> Result<ListToolsResult, ApiError> {
         let first_page = cursor.is_none();
-        let answer = self.execute(server, &Operation::ListTools(cursor)).await?;
+        let answer = self
+            .execute(caller, server, &Operation::ListTools(cursor))
+            .await?;
         match answer.result {
             ServerResult::ListToolsResult(page) => {
                 if first_page {
@@ -218,10 +242,14 @@ impl McpPool {
     }
 
     /// Calls a tool and waits for its result.
-    pub async fn call_tool(&self, call: McpToolCall) -> Result<CallToolResult, ApiError> {
+    pub async fn call_tool(
+        &self,
+        caller: &Identity,
+        call: McpToolCall,
+    ) -> Result<CallToolResult, ApiError> {
         let server = call.server.clone();
         let answer = self
-            .execute(&server, &Operation::CallTool(tool_params(call)))
+            .execute(caller, &server, &Operation::CallTool(tool_params(call)))
             .await?;
         tool_result(&server, answer.result)
     }
@@ -231,8 +259,12 @@ impl McpPool {
     /// Errors found before the call is on its way (unknown server or tool, the server cannot be
     /// started) are returned here; later ones end the stream. Dropping the stream cancels the
     /// call upstream (`notifications/cancelled`).
-    pub async fn call_tool_stream(&self, call: McpToolCall) -> Result<ToolEventStream, ApiError> {
-        let slot = Arc::clone(self.slot(&call.server)?);
+    pub async fn call_tool_stream(
+        &self,
+        caller: &Identity,
+        call: McpToolCall,
+    ) -> Result<ToolEventStream, ApiError> {
+        let slot = self.slot(caller, &call.server)?;
         let operation = Operation::CallTool(tool_params(call));
         let deadline = Instant::now() + slot.config.call_timeout();
         let mut retried = false;
@@ -264,11 +296,12 @@ impl McpPool {
     /// One page of the server's resources.
     pub async fn list_resources(
         &self,
+        caller: &Identity,
         server: &str,
         cursor: Option<String>,
     ) -> Result<ListResourcesResult, ApiError> {
         match self
-            .execute(server, &Operation::ListResources(cursor))
+            .execute(caller, server, &Operation::ListResources(cursor))
             .await?
             .result
         {
@@ -283,11 +316,12 @@ impl McpPool {
     /// Reads one resource.
     pub async fn read_resource(
         &self,
+        caller: &Identity,
         server: &str,
         uri: String,
     ) -> Result<ReadResourceResult, ApiError> {
         match self
-            .execute(server, &Operation::ReadResource(uri))
+            .execute(caller, server, &Operation::ReadResource(uri))
             .await?
             .result
         {
@@ -302,11 +336,12 @@ impl McpPool {
     /// One page of the server's prompts.
     pub async fn list_prompts(
         &self,
+        caller: &Identity,
         server: &str,
         cursor: Option<String>,
     ) -> Result<ListPromptsResult, ApiError> {
         match self
-            .execute(server, &Operation::ListPrompts(cursor))
+            .execute(caller, server, &Operation::ListPrompts(cursor))
             .await?
             .result
         {
@@ -318,6 +353,7 @@ impl McpPool {
     /// Gets one prompt, filled in with `arguments`.
     pub async fn get_prompt(
         &self,
+        caller: &Identity,
         server: &str,
         name: String,
         arguments: Option<serde_json::Map<String, serde_json::Value>>,
@@ -327,7 +363,7 @@ impl McpPool {
             params = params.with_arguments(arguments);
         }
         match self
-            .execute(server, &Operation::GetPrompt(params))
+            .execute(caller, server, &Operation::GetPrompt(params))
             .await?
             .result
         {
@@ -336,9 +372,13 @@ impl McpPool {
         }
     }
 
-    /// The protocol version negotiated with `server`, opening its session if needed.
-    pub async fn protocol_version(&self, server: &str) -> Result<String, ApiError> {
-        let in_use = self.slot(server)?.acquire().await?;
+    /// The protocol version negotiated with `server` for `caller`, opening the session if needed.
+    pub async fn protocol_version(
+        &self,
+        caller: &Identity,
+        server: &str,
+    ) -> Result<String, ApiError> {
+        let in_use = self.slot(caller, server)?.acquire().await?;
         Ok(in_use.session().protocol_version().to_string())
     }
 
@@ -346,9 +386,10 @@ impl McpPool {
     /// A live session is not marked as used, so probes do not keep an idle session open; a
     /// server in its backoff window answers its last error at once. The opening runs on a task
     /// of its own, so a caller that stops waiting does not cut a start short (which would start
-    /// a stdio server again on the next check).
+    /// a stdio server again on the next check). A `per_user` server is checked on a session
+    /// of its own, which no user's request ever uses.
     pub async fn ensure_session(&self, server: &str) -> Result<(), ApiError> {
-        let slot = Arc::clone(self.slot(server)?);
+        let slot = Arc::clone(&self.server(server)?.shared);
         let opening = tokio::spawn(async move {
             {
                 let state = slot.state.lock().await;
@@ -365,31 +406,32 @@ impl McpPool {
         })
     }
 
-    /// The number of live sessions per server, for the sessions gauge. A slot that is busy (a
-    /// session being opened) reports what it had when last seen, so reading never waits.
-    pub fn session_counts(&self) -> impl Iterator<Item = (&str, usize)> {
-        self.slots.iter().map(|slot| {
-            let count = match slot.state.try_lock() {
-                Ok(state) => {
-                    let count = usize::from(state.session.as_ref().is_some_and(|s| s.is_alive()));
-                    slot.sessions_seen.store(count, Ordering::Relaxed);
-                    count
-                }
-                Err(_) => slot.sessions_seen.load(Ordering::Relaxed),
-            };
-            (&*slot.name, count)
-        })
+    /// The number of live sessions per server (users' and the readiness check's together), for
+    /// the sessions gauge. Reading never waits: a slot that is busy (a session being opened)
+    /// counts what it had when last seen.
+    pub fn session_counts(&self) -> Vec<(&str, usize)> {
+        self.servers
+            .iter()
+            .map(|server| {
+                let users: usize = server.users.as_ref().map_or(0, |users| {
+                    lock(users).values().map(|slot| slot.live_sessions()).sum()
+                });
+                (&*server.shared.name, server.shared.live_sessions() + users)
+            })
+            .collect()
     }
 
     /// Closes every session (stopping stdio servers), waiting at most a few seconds; what is
     /// left is dropped, which kills the remaining child processes.
     pub async fn shutdown(&self) {
-        let closing = self.slots.iter().map(|slot| async move {
-            let session = slot.state.lock().await.session.take();
-            if let Some(session) = session {
-                session.close().await;
+        let mut slots = Vec::new();
+        for server in &self.servers {
+            slots.push(Arc::clone(&server.shared));
+            if let Some(users) = &server.users {
+                slots.extend(lock(users).drain().map(|(_, slot)| slot));
             }
-        });
+        }
+        let closing = slots.iter().map(|slot| slot.close());
         if tokio::time::timeout(SHUTDOWN_GRACE, futures::future::join_all(closing))
             .await
             .is_err()
@@ -398,10 +440,31 @@ impl McpPool {
         }
     }
 
-    fn slot(&self, server: &str) -> Result<&Arc<Slot>, ApiError> {
-        self.slots
+    /// The slot that serves `caller` on `server`: the shared one, or the user's own (made on
+    /// their first request, in place of another user's when all places are taken).
+    fn slot(&self, caller: &Identity, server: &str) -> Result<Arc<Slot>, ApiError> {
+        let entry = self.server(server)?;
+        let Some(users) = &entry.users else {
+            return Ok(Arc::clone(&entry.shared));
+        };
+        let mut users = lock(users);
+        if let Some(slot) = users.get(caller) {
+            return Ok(Arc::clone(slot));
+        }
+        make_room(&mut users, &entry.shared)?;
+        let slot = Arc::new(Slot::new(
+            &entry.shared.config,
+            Some(Arc::clone(&caller.user)),
+        ));
+        users.insert(caller.clone(), Arc::clone(&slot));
+        tracing::debug!(server = %entry.shared.name, user = %caller.user, users = users.len(), "new per-user MCP slot");
+        Ok(slot)
+    }
+
+    fn server(&self, server: &str) -> Result<&Server, ApiError> {
+        self.servers
             .iter()
-            .find(|slot| &*slot.name == server)
+            .find(|entry| &*entry.shared.name == server)
             .ok_or_else(|| {
                 ApiError::new(
                     ErrorCode::NotFound,
@@ -414,8 +477,13 @@ impl McpPool {
     }
 
     /// Runs `operation`, retrying once on a fresh session when that is safe.
-    async fn execute(&self, server: &str, operation: &Operation) -> Result<Answer, ApiError> {
-        let slot = self.slot(server)?;
+    async fn execute(
+        &self,
+        caller: &Identity,
+        server: &str,
+        operation: &Operation,
+    ) -> Result<Answer, ApiError> {
+        let slot = self.slot(caller, server)?;
         let deadline = Instant::now() + slot.config.call_timeout();
         let mut retried = false;
         loop {
@@ -445,7 +513,101 @@ impl McpPool {
     }
 }
 
+/// Makes a place for one more user of a `per_user` server when all are taken: slots without a
+/// session go first, then the live session idle the longest is closed. A slot a request holds
+/// is never taken; when every one is held, the new user is asked to retry.
+fn make_room(users: &mut HashMap<Identity, Arc<Slot>>, server: &Slot) -> Result<(), ApiError> {
+    let limit = server.config.user_sessions_limit();
+    if users.len() < limit {
+        return Ok(());
+    }
+    // Only the map holds an unused slot, and clones are handed out under the map's lock.
+    let unused = |slot: &Arc<Slot>| Arc::strong_count(slot) == 1;
+    users.retain(|_, slot| !(unused(slot) && slot.is_vacant()));
+    if users.len() < limit {
+        return Ok(());
+    }
+    let longest_idle = users
+        .iter()
+        .filter(|(_, slot)| unused(slot))
+        .filter_map(|(user, slot)| Some((slot.idle_for()?, user)))
+        .max_by_key(|(idle, _)| *idle)
+        .map(|(_, user)| user.clone());
+    match longest_idle.and_then(|user| users.remove(&user)) {
+        Some(evicted) => {
+            tracing::info!(
+                server = %server.name,
+                user = evicted.user.as_deref(),
+                "closing the MCP session idle the longest to make room for another user"
+            );
+            tokio::spawn(async move { evicted.close().await });
+            Ok(())
+        }
+        None => Err(ApiError::new(
+            ErrorCode::RateLimited,
+            format!(
+                "MCP server '{}' is busy with sessions for {limit} other users; try again shortly",
+                server.name
+            ),
+        )
+        .with_retry_after(Some(1))),
+    }
+}
+
+/// The map of users' slots, whatever a panicking holder left in it (it stays consistent: every
+/// change is one insert or remove).
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl Slot {
+    fn new(config: &McpServerConfig, user: Option<Arc<str>>) -> Self {
+        Slot {
+            name: Arc::from(config.name.as_str()),
+            user,
+            config: config.clone(),
+            state: tokio::sync::Mutex::new(SlotState::default()),
+            sessions_seen: AtomicUsize::new(0),
+        }
+    }
+
+    /// 1 with a live session, else 0; what was last seen while the slot is busy.
+    fn live_sessions(&self) -> usize {
+        match self.state.try_lock() {
+            Ok(state) => {
+                let count = usize::from(state.session.as_ref().is_some_and(|s| s.is_alive()));
+                self.sessions_seen.store(count, Ordering::Relaxed);
+                count
+            }
+            Err(_) => self.sessions_seen.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether it holds nothing worth keeping: no live session, not busy, not backing off.
+    fn is_vacant(&self) -> bool {
+        self.state.try_lock().is_ok_and(|state| {
+            !state.session.as_ref().is_some_and(|s| s.is_alive())
+                && state.retry_at.is_none_or(|at| at <= Instant::now())
+        })
+    }
+
+    /// How long its live session has been unused; `None` when it has none, or it is in use.
+    fn idle_for(&self) -> Option<Duration> {
+        let state = self.state.try_lock().ok()?;
+        let session = state.session.as_ref().filter(|s| s.is_alive())?;
+        session.idle_for()
+    }
+
+    /// Closes its session, if any (stopping a stdio server).
+    async fn close(&self) {
+        let session = self.state.lock().await.session.take();
+        if let Some(session) = session {
+            session.close().await;
+        }
+    }
+
     /// The live session (opening one if needed), counted as in use.
     async fn acquire(self: &Arc<Self>) -> Result<InUse, ApiError> {
         let mut state = self.state.lock().await;
@@ -454,7 +616,7 @@ impl Slot {
                 // Counted under the lock, so the idle check cannot close it in between.
                 return Ok(session.begin());
             }
-            tracing::info!(server = %self.name, "MCP session ended; starting a new one");
+            tracing::info!(server = %self.name, user = self.user.as_deref(), "MCP session ended; starting a new one");
             if let Some(dead) = state.session.take() {
                 tokio::spawn(async move { dead.close().await });
             }
@@ -469,7 +631,7 @@ impl Slot {
         let handler = HandlerState::new(Arc::clone(&self.name));
         // The session outlives the request that opens it: its background task logs under a span
         // of its own, not under that request's.
-        let session_span = tracing::info_span!(parent: None, "mcp_session", server = %self.name);
+        let session_span = tracing::info_span!(parent: None, "mcp_session", server = %self.name, user = self.user.as_deref());
         let connecting = upstream::connect(
             &self.config,
             ProxyClientHandler {
@@ -493,6 +655,7 @@ impl Slot {
                 let session = Arc::new(Session::new(Arc::clone(&self.name), connection, handler));
                 tracing::info!(
                     server = %self.name,
+                    user = self.user.as_deref(),
                     protocol_version = %session.protocol_version(),
                     "MCP session established"
                 );
@@ -632,7 +795,7 @@ fn watch_idle(slot: Weak<Slot>, session: Weak<Session>, idle_timeout: Duration) 
             }
             match session.idle_for() {
                 Some(idle) if idle >= idle_timeout => {
-                    tracing::info!(server = %slot.name, "closing the idle MCP session");
+                    tracing::info!(server = %slot.name, user = slot.user.as_deref(), "closing the idle MCP session");
                     state.session = None;
                     drop(state);
                     session.close().await;
@@ -791,7 +954,10 @@ mod tests {
     #[tokio::test]
     async fn unknown_servers_are_not_found_and_nothing_starts() {
         let pool = McpPool::new(&[]);
-        let error = pool.list_tools("ghost", None).await.unwrap_err();
+        let error = pool
+            .list_tools(&Identity::anonymous(), "ghost", None)
+            .await
+            .unwrap_err();
         assert_eq!(error.code, ErrorCode::NotFound);
         assert_eq!(error.message, "no MCP server named 'ghost' is configured");
         assert!(pool.servers().servers.is_empty());

@@ -64,7 +64,7 @@ async fn list_tools(
     let span = span(&q.server, "tools/list");
     let page = state
         .mcp()
-        .list_tools(&q.server, q.cursor)
+        .list_tools(&caller.identity, &q.server, q.cursor)
         .instrument(span)
         .await
         .inspect_err(|e| counted(&state, &q.server, e))?;
@@ -86,7 +86,11 @@ async fn call_tool(
         return Err(error.into());
     }
     let span = span(&call.server, "tools/call");
-    let result = state.mcp().call_tool(call).instrument(span).await;
+    let result = state
+        .mcp()
+        .call_tool(&caller.identity, call)
+        .instrument(span)
+        .await;
     audit.finish(result.as_ref());
     Ok(Json(result?))
 }
@@ -112,7 +116,12 @@ async fn call_tool_stream(
     };
     let span = span(&call.server, "tools/call");
     let audit = Metered::new(state.limiter(), budget, permit, audit);
-    let events = match state.mcp().call_tool_stream(call).instrument(span).await {
+    let events = match state
+        .mcp()
+        .call_tool_stream(&caller.identity, call)
+        .instrument(span)
+        .await
+    {
         Ok(events) => events,
         Err(error) => {
             audit.into_inner().finish(Err(&error));
@@ -132,7 +141,7 @@ async fn list_resources(
     let span = span(&q.server, "resources/list");
     let page = state
         .mcp()
-        .list_resources(&q.server, q.cursor)
+        .list_resources(&caller.identity, &q.server, q.cursor)
         .instrument(span)
         .await
         .inspect_err(|e| counted(&state, &q.server, e))?;
@@ -148,7 +157,7 @@ async fn read_resource(
     let span = span(&req.server, "resources/read");
     let result = state
         .mcp()
-        .read_resource(&req.server, req.uri)
+        .read_resource(&caller.identity, &req.server, req.uri)
         .instrument(span)
         .await
         .inspect_err(|e| counted(&state, &req.server, e))?;
@@ -164,7 +173,7 @@ async fn list_prompts(
     let span = span(&q.server, "prompts/list");
     let page = state
         .mcp()
-        .list_prompts(&q.server, q.cursor)
+        .list_prompts(&caller.identity, &q.server, q.cursor)
         .instrument(span)
         .await
         .inspect_err(|e| counted(&state, &q.server, e))?;
@@ -180,7 +189,7 @@ async fn get_prompt(
     let span = span(&req.server, "prompts/get");
     let result = state
         .mcp()
-        .get_prompt(&req.server, req.name, req.arguments)
+        .get_prompt(&caller.identity, &req.server, req.name, req.arguments)
         .instrument(span)
         .await
         .inspect_err(|e| counted(&state, &req.server, e))?;

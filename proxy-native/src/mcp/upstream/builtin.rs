@@ -55,7 +55,12 @@ mod tests {
     use switchyard_shared::mcp::McpToolCall;
 
     use crate::config::McpServerConfig;
+    use crate::identity::Identity;
     use crate::mcp::McpPool;
+
+    fn me() -> Identity {
+        Identity::anonymous()
+    }
 
     fn pool() -> McpPool {
         McpPool::new(&[McpServerConfig::builtin_demo("demo").unwrap()])
@@ -72,13 +77,16 @@ mod tests {
     #[tokio::test]
     async fn the_pool_reaches_the_demo_server_in_process() {
         let pool = pool();
-        assert_eq!(pool.protocol_version("demo").await.unwrap(), "2026-07-28");
-        let tools = pool.list_tools("demo", None).await.unwrap();
+        assert_eq!(
+            pool.protocol_version(&me(), "demo").await.unwrap(),
+            "2026-07-28"
+        );
+        let tools = pool.list_tools(&me(), "demo", None).await.unwrap();
         let mut names: Vec<_> = tools.tools.iter().map(|t| t.name.to_string()).collect();
         names.sort();
         assert_eq!(names, ["calculate", "now", "search_notes"]);
         let result = pool
-            .call_tool(call("calculate", json!({"expression": "6*7"})))
+            .call_tool(&me(), call("calculate", json!({"expression": "6*7"})))
             .await
             .unwrap();
         assert_eq!(result.is_error, Some(false));
@@ -86,10 +94,11 @@ mod tests {
             result.structured_content,
             Some(json!({"expression": "6*7", "value": 42.0}))
         );
-        let resources = pool.list_resources("demo", None).await.unwrap();
+        let resources = pool.list_resources(&me(), "demo", None).await.unwrap();
         assert!(resources.resources.iter().any(|r| r.uri == "notes://index"));
         let prompt = pool
             .get_prompt(
+                &me(),
                 "demo",
                 "summarize_notes".into(),
                 json!({"topic": "sourdough"}).as_object().cloned(),
@@ -103,16 +112,16 @@ mod tests {
     #[tokio::test]
     async fn a_closed_session_is_reopened_with_a_fresh_server() {
         let pool = pool();
-        pool.list_tools("demo", None).await.unwrap();
+        pool.list_tools(&me(), "demo", None).await.unwrap();
         // Closing ends the server task; the next request starts another one.
         pool.shutdown().await;
         let error = pool
-            .call_tool(call("no_such_tool", json!({})))
+            .call_tool(&me(), call("no_such_tool", json!({})))
             .await
             .unwrap_err();
         assert_eq!(error.code, ErrorCode::NotFound);
         let result = pool
-            .call_tool(call("now", json!({"timezone": "+01:00"})))
+            .call_tool(&me(), call("now", json!({"timezone": "+01:00"})))
             .await
             .unwrap();
         let text = serde_json::to_string(&result.content).unwrap();
