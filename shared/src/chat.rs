@@ -13,8 +13,8 @@ use crate::error::{ApiError, ErrorCode};
 /// A chat completion request. The `model` is `"<provider>/<model>"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "wasm", derive(Tsify))]
-// Unknown fields are refused rather than dropped: a caller who sets `base_url` or a misspelt
-// parameter must learn that it had no effect.
+// Unknown fields are refused rather than dropped, here and in every type a request nests: a
+// caller who sets `base_url` or a misspelt parameter must learn that it had no effect.
 #[serde(deny_unknown_fields)]
 pub struct ChatRequest {
     /// `"<provider>/<model>"`, e.g. `"local/llama3.2"`.
@@ -94,7 +94,7 @@ impl ChatRequest {
 /// One message of a conversation, tagged by `role`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "wasm", derive(Tsify))]
-#[serde(tag = "role", rename_all = "snake_case")]
+#[serde(tag = "role", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Message {
     /// Instructions for the model.
     System {
@@ -156,7 +156,7 @@ pub enum Content {
 /// One part of a multi-part user message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "wasm", derive(Tsify))]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ContentPart {
     /// A piece of text.
     Text {
@@ -177,6 +177,7 @@ pub enum ContentPart {
 /// A function the model may call; `parameters` is a JSON Schema object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "wasm", derive(Tsify))]
+#[serde(deny_unknown_fields)]
 pub struct ToolDefinition {
     /// The function name.
     pub name: String,
@@ -197,7 +198,7 @@ fn empty_object_schema() -> serde_json::Value {
 /// Whether and which tool the model must call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "wasm", derive(Tsify))]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum ToolChoice {
     /// The model decides.
     Auto,
@@ -215,6 +216,7 @@ pub enum ToolChoice {
 /// A complete tool call made by the model.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "wasm", derive(Tsify))]
+#[serde(deny_unknown_fields)]
 pub struct ToolCall {
     /// Identifier to answer with in a `tool` message.
     pub id: String,
@@ -335,6 +337,53 @@ impl<'a> ModelId<'a> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn unknown_fields_are_refused_at_every_depth_and_named() {
+        let with = |patch: serde_json::Value| {
+            let mut request = json!({"model": "p/m", "messages": [{"role": "user", "content": "hi"}],
+                                     "tools": [{"name": "f"}], "tool_choice": "auto"});
+            json_patch(&mut request, patch);
+            serde_json::from_value::<ChatRequest>(request)
+        };
+        with(json!({})).unwrap();
+        for (patch, field) in [
+            (
+                json!({"messages": [{"role": "user", "content": "hi", "name": "x"}]}),
+                "name",
+            ),
+            (
+                json!({"messages": [{"role": "system", "content": "s", "base_url": "u"}]}),
+                "base_url",
+            ),
+            (json!({"tools": [{"name": "f", "url": "u"}]}), "url"),
+            (
+                json!({"tool_choice": {"tool": {"name": "f", "headers": {}}}}),
+                "headers",
+            ),
+            (
+                json!({"messages": [{"role": "assistant", "tool_calls": [
+                    {"id": "1", "name": "f", "arguments": "{}", "api_key": "k"}]}]}),
+                "api_key",
+            ),
+        ] {
+            let error = with(patch).unwrap_err().to_string();
+            assert!(
+                error.contains(&format!("unknown field `{field}`")),
+                "{error}"
+            );
+        }
+        // An untagged list of parts cannot say which field; it is refused all the same.
+        with(json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "t", "x": 1}]}]}))
+            .unwrap_err();
+    }
+
+    /// Replaces the top-level fields of `target` with those of `patch`.
+    fn json_patch(target: &mut serde_json::Value, patch: serde_json::Value) {
+        for (key, value) in patch.as_object().unwrap() {
+            target[key] = value.clone();
+        }
+    }
 
     #[test]
     fn model_ids_split_at_the_first_slash() {

@@ -417,6 +417,18 @@ for (const mode of ["direct", "proxy"]) {
       assert.equal(e.code, "bad_request");
       assert.ok(e.classes.includes("InvalidRequestError"));
       assert.match(e.message, /base_url/);
+      const nested = await page.evaluate(
+        ({ mode, req }) => clients[mode].chat(req).then(() => null, describeError),
+        {
+          mode,
+          req: {
+            ...ask("fake/echo"),
+            messages: [{ role: "user", content: "hi", name: "alice" }],
+          },
+        },
+      );
+      assert.equal(nested?.code, "bad_request", "a field inside a message is refused too");
+      assert.match(nested.message, /unknown field `name`/);
     });
   });
 }
