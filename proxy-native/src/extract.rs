@@ -1,10 +1,12 @@
 //! Extractors whose rejections use the shared error body instead of axum's plain text.
 
 use axum::Json;
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
-use switchyard_shared::ApiError;
+use switchyard_shared::{ApiError, ErrorCode};
 
 use crate::error::AppError;
 
@@ -42,4 +44,24 @@ where
             .map_err(|rejection| AppError(ApiError::bad_request(rejection.body_text())))?;
         Ok(ApiQuery(value))
     }
+}
+
+/// Reads the whole body (within the proxy's body limit) for a layer to look at, and gives the
+/// request back with it for the handler.
+pub async fn buffer_body(request: Request) -> Result<(Request, Bytes), AppError> {
+    let (parts, body) = request.into_parts();
+    // `Bytes` honours the `DefaultBodyLimit` of the proxy's layers.
+    let bytes = Bytes::from_request(Request::from_parts(parts.clone(), body), &())
+        .await
+        .map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                AppError(ApiError::new(
+                    ErrorCode::PayloadTooLarge,
+                    "the request body is larger than the proxy accepts",
+                ))
+            } else {
+                AppError(ApiError::bad_request(rejection.body_text()))
+            }
+        })?;
+    Ok((Request::from_parts(parts, Body::from(bytes.clone())), bytes))
 }

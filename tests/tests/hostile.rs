@@ -920,26 +920,24 @@ fn nested_unknown_field_rows() -> Vec<Row> {
     ]
 }
 
-/// A body that is not one JSON-RPC message, sent to a built-in server's `/mcp/<name>`: rmcp's
-/// Streamable HTTP server (`expect_json` in rmcp 3.11's `transport/common/server_side_http.rs`)
-/// answers `415 Unsupported Media Type` with a plain-text body, although the media type was
-/// right and the content is what is malformed (400, with JSON-RPC's -32700 or -32600, as the
-/// TypeScript SDK answers). Nothing is called either way.
+/// A body that is not one JSON-RPC message, sent to a built-in server's `/mcp/<name>`: 400 and
+/// JSON-RPC's -32700 (not JSON) or -32600 (not a message), as the TypeScript SDK answers.
 fn malformed_json_rpc_rows() -> Vec<Row> {
     vec![
-        mcp_post("not JSON on the MCP endpoint", "{not json").expect(400, Shape::Mcp),
-        mcp_post("a JSON-RPC batch on the MCP endpoint", "[]").expect(400, Shape::Mcp),
+        mcp_post("not JSON on the MCP endpoint", "{not json").expect(400, Shape::JsonRpc(-32700)),
+        mcp_post("a JSON-RPC batch on the MCP endpoint", "[]").expect(400, Shape::JsonRpc(-32600)),
         mcp_post(
             "a JSON-RPC message without a method",
             r#"{"jsonrpc":"2.0","id":1}"#,
         )
-        .expect(400, Shape::Mcp),
-        mcp_post("a JSON string on the MCP endpoint", r#""tools/call""#).expect(400, Shape::Mcp),
+        .expect(400, Shape::JsonRpc(-32600)),
+        mcp_post("a JSON string on the MCP endpoint", r#""tools/call""#)
+            .expect(400, Shape::JsonRpc(-32600)),
         mcp_post(
             "JSON-RPC 1.0 on the MCP endpoint",
             r#"{"jsonrpc":"1.0","id":1,"method":"tools/list"}"#,
         )
-        .expect(400, Shape::Mcp),
+        .expect(400, Shape::JsonRpc(-32600)),
     ]
 }
 
@@ -1382,6 +1380,7 @@ async fn hostile_requests_are_refused_before_any_upstream_and_leak_nothing() {
     let h = start().await;
     let mut rows = table();
     rows.extend(nested_unknown_field_rows());
+    rows.extend(malformed_json_rpc_rows());
     assert!(rows.len() >= 30, "{} rows", rows.len());
     let failures = run(&h, &rows).await;
     assert!(
@@ -1515,20 +1514,4 @@ async fn unauthenticated_and_out_of_scope_requests_are_refused_before_any_upstre
         !leaks(&h.secrets, &logs),
         "a key or token is in the proxy's log"
     );
-}
-
-/// Known defects: each test runs rows that fail today, with the expectation unchanged, so that
-/// `cargo test -p switchyard-tests --test hostile -- --ignored` shows when one is fixed.
-async fn run_known_failures(rows: Vec<Row>) {
-    let h = start().await;
-    let failures = run(&h, &rows).await;
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-    let observed = h.fake.observed();
-    assert_eq!(observed.requests, 0, "reached the test LLM: {observed:?}");
-}
-
-#[tokio::test]
-#[ignore = "known defect in rmcp 3.11: a body that is not one JSON-RPC message gets 415 at /mcp/<name>"]
-async fn known_failure_malformed_json_rpc_gets_400() {
-    run_known_failures(malformed_json_rpc_rows()).await;
 }

@@ -8,17 +8,18 @@
 
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, Request, State};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::Method;
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
-use switchyard_shared::{ApiError, ErrorCode};
+use switchyard_shared::ApiError;
 
 use super::Caller;
 use crate::error::AppError;
+use crate::extract::buffer_body;
 
 /// The largest answer a list filter reads; tool and model lists are far smaller.
 const MAX_FILTERED_BYTES: usize = 16 * 1024 * 1024;
@@ -143,25 +144,11 @@ fn messages(body: Option<&Value>) -> Vec<&Value> {
     }
 }
 
-/// Reads the body (within the proxy's body limit) and gives the request back with it; the body's
-/// JSON when it is JSON (anything else is left for the endpoint to refuse in its own terms).
+/// Reads the body and gives the request back with it; the body's JSON when it is JSON (anything
+/// else is left for the endpoint to refuse in its own terms).
 async fn peek_json(request: Request) -> Result<(Request, Option<Value>), AppError> {
-    let (parts, body) = request.into_parts();
-    // `Bytes` honours the `DefaultBodyLimit` of the proxy's layers.
-    let bytes = Bytes::from_request(Request::from_parts(parts.clone(), body), &())
-        .await
-        .map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                AppError(ApiError::new(
-                    ErrorCode::PayloadTooLarge,
-                    "the request body is larger than the proxy accepts",
-                ))
-            } else {
-                AppError(ApiError::bad_request(rejection.body_text()))
-            }
-        })?;
-    let json = serde_json::from_slice(&bytes).ok();
-    Ok((Request::from_parts(parts, Body::from(bytes)), json))
+    let (request, bytes) = buffer_body(request).await?;
+    Ok((request, serde_json::from_slice(&bytes).ok()))
 }
 
 /// Applies `edit` to a successful JSON answer. An answer that cannot be read as JSON is refused

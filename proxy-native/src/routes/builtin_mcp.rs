@@ -11,17 +11,27 @@
 //! these routes like every other; the body limit is rmcp's own (set to `max_body_bytes`), because
 //! the service reads the body itself. The caller's scopes are applied by `auth::mounts`: the
 //! server must be in them, each `tools/call` is checked and `tools/list` answers are narrowed.
+//!
+//! A JSON body that is not one JSON-RPC message is refused here with 400 and a JSON-RPC error
+//! (-32700 unreadable, -32600 not a message), as the MCP TypeScript SDK answers: rmcp 3.11 answers
+//! it 415, as if the media type were wrong.
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::middleware;
+use axum::extract::Request;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use rmcp::model::ClientJsonRpcMessage;
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 
 use crate::auth::mounts;
 use crate::config::{BuiltinServer, ServerConfig};
 use crate::demo::DemoServer;
+use crate::extract::buffer_body;
 use crate::state::AppState;
 
 /// The endpoints of the built-in servers that ask for one.
@@ -47,10 +57,13 @@ pub(super) fn routes(state: &AppState) -> Router<AppState> {
                 )
             }
         };
-        let endpoint = endpoint.route_layer(middleware::from_fn_with_state(
-            Arc::<str>::from(config.name.as_str()),
-            mounts::mcp_server,
-        ));
+        // The scope guard runs first: a caller without access learns nothing more.
+        let endpoint = endpoint
+            .route_layer(middleware::from_fn(refuse_malformed))
+            .route_layer(middleware::from_fn_with_state(
+                Arc::<str>::from(config.name.as_str()),
+                mounts::mcp_server,
+            ));
         router = router.merge(endpoint);
     }
     router
@@ -68,4 +81,80 @@ fn http_config(server: &ServerConfig) -> StreamableHttpServerConfig {
         // browsers and `curl` than a one-event stream.
         .with_json_response(true)
         .with_max_request_body_bytes(server.max_body_bytes)
+}
+
+/// Refuses a JSON POST body that is not one JSON-RPC message with 400 and the JSON-RPC error for
+/// it. Other media types are left to the endpoint, whose 415 is right for them.
+async fn refuse_malformed(request: Request, next: Next) -> Response {
+    let is_json = request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if request.method() != Method::POST || !is_json {
+        return next.run(request).await;
+    }
+    let (request, body) = match buffer_body(request).await {
+        Ok(buffered) => buffered,
+        Err(error) => return error.into_response(),
+    };
+    match json_rpc_problem(&body) {
+        None => next.run(request).await,
+        Some((code, message)) => {
+            let error = serde_json::json!({
+                "jsonrpc": "2.0",
+                "id": null,
+                "error": {"code": code, "message": message},
+            });
+            (StatusCode::BAD_REQUEST, axum::Json(error)).into_response()
+        }
+    }
+}
+
+/// What is wrong with `body` as one JSON-RPC message from a client: the JSON-RPC error code and
+/// message, or `None` when it is one (the same type rmcp reads it as).
+fn json_rpc_problem(body: &[u8]) -> Option<(i32, &'static str)> {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Some((-32700, "Parse error: the body is not JSON"));
+    };
+    match serde_json::from_value::<ClientJsonRpcMessage>(value) {
+        Ok(_) => None,
+        Err(_) => Some((
+            -32600,
+            "Invalid Request: the body is not one JSON-RPC 2.0 request, notification or response",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_rpc_problem;
+
+    #[test]
+    fn only_one_json_rpc_message_passes() {
+        let code = |body: &str| json_rpc_problem(body.as_bytes()).map(|(code, _)| code);
+        assert_eq!(
+            code(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#),
+            None
+        );
+        assert_eq!(
+            code(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#),
+            None
+        );
+        assert_eq!(code("{not json"), Some(-32700));
+        assert_eq!(code(""), Some(-32700));
+        for invalid in [
+            "[]",
+            r#""tools/call""#,
+            r#"{"jsonrpc":"2.0","id":1}"#,
+            r#"{"jsonrpc":"1.0","id":1,"method":"tools/list"}"#,
+            r#"{"id":1,"method":"tools/list"}"#,
+        ] {
+            assert_eq!(code(invalid), Some(-32600), "{invalid}");
+        }
+    }
 }
