@@ -4,13 +4,17 @@
 //!
 //! The JWKS comes from a file (read at start-up) or a URL (fetched at start-up, then again every
 //! `jwks_refresh_s`). A failed refresh is logged and the last good set is kept, so an identity
-//! provider that is briefly down does not lock everyone out. A fetch is bounded in time and size
+//! provider that is briefly down does not lock everyone out. A token whose `kid` the set lacks
+//! (the provider has just rotated its keys) makes the proxy fetch the set at once, at most once
+//! per [`EARLY_REFRESH_COOLDOWN`], so made-up `kid`s cannot turn it against the provider. A fetch is bounded in time and size
 //! and follows no redirect. This module and `config/embedded.rs` are the only code that reaches
 //! a network address outside the upstreams, and only this one after start-up.
 
 use std::path::Path;
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, OnceLock, RwLock, Weak};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
@@ -25,6 +29,8 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
 /// After a failed refresh, the next try comes this soon (or at the refresh interval if shorter).
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
+/// The shortest time between two fetches made for unknown `kid`s.
+pub const EARLY_REFRESH_COOLDOWN: Duration = Duration::from_secs(30);
 /// The longest `sub` taken as a user id.
 const MAX_SUB_LEN: usize = 256;
 
@@ -88,6 +94,11 @@ impl KeySet {
         let bytes =
             std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         Self::parse(&bytes, algorithms).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Whether a key has this id.
+    fn has_kid(&self, kid: &str) -> bool {
+        self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
     }
 
     /// How many usable keys the set has.
@@ -203,6 +214,11 @@ pub struct JwtVerifier {
     source: JwksSource,
     refresh: Duration,
     algorithms: Vec<Algorithm>,
+    /// The JWKS client, once [`Self::start`] has made it (URL sources only).
+    client: OnceLock<reqwest::Client>,
+    /// When a fetch for an unknown `kid` last ran; held during one, so that concurrent requests
+    /// wait for it instead of fetching again.
+    early_refresh: tokio::sync::Mutex<Option<Instant>>,
 }
 
 #[derive(Deserialize)]
@@ -245,6 +261,8 @@ impl JwtVerifier {
             source,
             refresh: Duration::from_secs(config.jwks_refresh_s),
             algorithms: config.algorithms.clone(),
+            client: OnceLock::new(),
+            early_refresh: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -260,6 +278,7 @@ impl JwtVerifier {
             .map_err(|e| format!("cannot fetch the JWKS from {url}: {e}"))?;
         tracing::info!(%url, keys = keys.len(), "JWKS fetched");
         self.replace(keys);
+        let client = self.client.get_or_init(|| client).clone();
         tokio::spawn(refresh_loop(
             Arc::downgrade(self),
             client,
@@ -285,7 +304,40 @@ impl JwtVerifier {
         }
     }
 
-    /// The identity a valid token stands for.
+    /// The identity a valid token stands for; a `kid` the keys lack first makes the keys be
+    /// fetched again (JWKS URL only, at most once per [`EARLY_REFRESH_COOLDOWN`]).
+    pub async fn verify_fresh(&self, token: &str) -> Result<Identity, TokenError> {
+        let outcome = self.verify(token);
+        if outcome != Err(TokenError::NoKey) {
+            return outcome;
+        }
+        let (JwksSource::Url(url), Some(client)) = (&self.source, self.client.get()) else {
+            return outcome;
+        };
+        let Some(kid) = jsonwebtoken::decode_header(token).ok().and_then(|h| h.kid) else {
+            return outcome;
+        };
+        let mut last = self.early_refresh.lock().await;
+        // Another request may have fetched the key while this one waited.
+        if !self.current().has_kid(&kid)
+            && last.is_none_or(|at| at.elapsed() >= EARLY_REFRESH_COOLDOWN)
+        {
+            *last = Some(Instant::now());
+            match fetch(client, url, &self.algorithms).await {
+                Ok(keys) => {
+                    tracing::info!(%url, keys = keys.len(), "JWKS fetched for a token with a new key id");
+                    self.replace(keys);
+                }
+                Err(problem) => {
+                    tracing::warn!(%url, %problem, "JWKS fetch for a new key id failed; keeping the last good keys");
+                }
+            }
+        }
+        drop(last);
+        self.verify(token)
+    }
+
+    /// The identity a valid token stands for, by the keys at hand.
     pub fn verify(&self, token: &str) -> Result<Identity, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
         if !self.algorithms.contains(&header.alg) {
@@ -637,6 +689,91 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(2500)).await;
         assert!(verifier.verify(&token_b).is_ok());
         server.abort();
+    }
+
+    // Multi-threaded: the JWKS server answers while the test waits.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_key_id_fetches_the_keys_at_once_but_not_again_within_the_cooldown() {
+        use std::sync::Mutex;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let (a, b) = (EcKey::generate("a"), EcKey::generate("b"));
+        let served = Arc::new(Mutex::new(json!({"keys": [a.jwk]})));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let app = axum::Router::new().route(
+            "/jwks",
+            axum::routing::get({
+                let (served, fetches) = (Arc::clone(&served), Arc::clone(&fetches));
+                move || {
+                    fetches.fetch_add(1, Ordering::SeqCst);
+                    let jwks = served.lock().unwrap().clone();
+                    async move { axum::Json(jwks) }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        // Hours between scheduled refreshes: any fetch below is an early one.
+        let config: JwtConfig = toml::from_str(&format!(
+            "issuer = \"https://id.test/\"\naudience = \"switchyard\"\n\
+             jwks_url = \"http://{addr}/jwks\"\nalgorithms = [\"ES256\"]\n\
+             jwks_refresh_s = 36000\nmodels = []\nmcp = []\n"
+        ))
+        .unwrap();
+        let verifier = Arc::new(JwtVerifier::new(&config).unwrap());
+        verifier.start().await.unwrap();
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+        let token_a = es256(&a, Some("a"), &claims(json!({})));
+        assert!(verifier.verify_fresh(&token_a).await.is_ok());
+        assert_eq!(
+            fetches.load(Ordering::SeqCst),
+            1,
+            "a known kid fetches nothing"
+        );
+
+        // The provider rotates in key `b` and signs with it at once.
+        *served.lock().unwrap() = json!({"keys": [a.jwk, b.jwk]});
+        let token_b = es256(&b, Some("b"), &claims(json!({})));
+        assert_eq!(verifier.verify(&token_b).unwrap_err(), TokenError::NoKey);
+        let identity = verifier.verify_fresh(&token_b).await.unwrap();
+        assert_eq!(&*identity.user, "alice");
+        assert_eq!(fetches.load(Ordering::SeqCst), 2);
+
+        // Made-up key ids, all at once: no further fetch within the cooldown.
+        let forged: Vec<String> = (0..20)
+            .map(|i| es256(&b, Some(&format!("made-up-{i}")), &claims(json!({}))))
+            .collect();
+        let outcomes =
+            futures::future::join_all(forged.iter().map(|t| verifier.verify_fresh(t))).await;
+        assert!(outcomes.iter().all(|o| *o == Err(TokenError::NoKey)));
+        // A token without a kid never fetches either.
+        let stranger = EcKey::generate("c");
+        let no_kid = es256(&stranger, None, &claims(json!({})));
+        assert!(verifier.verify_fresh(&no_kid).await.is_err());
+        assert_eq!(fetches.load(Ordering::SeqCst), 2);
+        assert!(verifier.verify_fresh(&token_a).await.is_ok());
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_jwks_file_is_never_fetched_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (EcKey::generate("a"), EcKey::generate("b"));
+        let verifier = JwtVerifier::new(&config(
+            dir.path(),
+            &json!({"keys": [a.jwk]}),
+            &[Algorithm::ES256],
+        ))
+        .unwrap();
+        let token_b = es256(&b, Some("b"), &claims(json!({})));
+        assert_eq!(
+            verifier.verify_fresh(&token_b).await.unwrap_err(),
+            TokenError::NoKey
+        );
+        let token_a = es256(&a, Some("a"), &claims(json!({})));
+        assert!(verifier.verify_fresh(&token_a).await.is_ok());
     }
 
     #[test]

@@ -110,7 +110,7 @@ impl Authenticator {
     }
 
     /// Who sent a request for `path` with `headers`, or why it is refused.
-    fn recognize(
+    async fn recognize(
         &self,
         path: &str,
         headers: &HeaderMap,
@@ -122,7 +122,7 @@ impl Authenticator {
         if let Some((verifier, grants)) = &self.jwt
             && looks_like_jwt(token)
         {
-            return match verifier.verify(token) {
+            return match verifier.verify_fresh(token).await {
                 Ok(identity) => Ok((identity, Arc::clone(grants))),
                 Err(reason) => Err(Refusal::invalid(reason.to_string())),
             };
@@ -215,7 +215,9 @@ pub async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let outcome = auth.recognize(request.uri().path(), request.headers());
+    let outcome = auth
+        .recognize(request.uri().path(), request.headers())
+        .await;
     // Nothing after this layer needs the credential; dropping it keeps it out of every later
     // log, echo or upstream request, whatever those do with headers.
     request.headers_mut().remove(AUTHORIZATION);
