@@ -143,6 +143,7 @@ async fn a_tool_result_goes_back_to_the_model(mode: Mode) {
     let mut req = request("fake/tools", "weather?");
     req.messages.push(Message::Assistant {
         content: None,
+        name: None,
         tool_calls: vec![switchyard_shared::ToolCall {
             id: "call_1".into(),
             name: "lookup".into(),

@@ -100,11 +100,19 @@ pub enum Message {
     System {
         /// The instructions.
         content: String,
+        /// A name telling apart participants of the same role (OpenAI's `name`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "wasm", tsify(optional))]
+        name: Option<String>,
     },
     /// What the user said: text, or text and images.
     User {
         /// Plain text or a list of parts.
         content: Content,
+        /// A name telling apart participants of the same role (OpenAI's `name`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "wasm", tsify(optional))]
+        name: Option<String>,
     },
     /// What the model said earlier, including tool calls it made.
     Assistant {
@@ -116,6 +124,10 @@ pub enum Message {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         #[cfg_attr(feature = "wasm", tsify(optional))]
         tool_calls: Vec<ToolCall>,
+        /// A name telling apart participants of the same role (OpenAI's `name`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "wasm", tsify(optional))]
+        name: Option<String>,
     },
     /// The result of a tool call, sent back to the model.
     Tool {
@@ -131,6 +143,7 @@ impl Message {
     pub fn system(text: impl Into<String>) -> Self {
         Message::System {
             content: text.into(),
+            name: None,
         }
     }
 
@@ -138,6 +151,7 @@ impl Message {
     pub fn user(text: impl Into<String>) -> Self {
         Message::User {
             content: Content::Text(text.into()),
+            name: None,
         }
     }
 }
@@ -287,6 +301,7 @@ impl From<AssistantMessage> for Message {
         Message::Assistant {
             content: m.content,
             tool_calls: m.tool_calls,
+            name: None,
         }
     }
 }
@@ -349,8 +364,8 @@ mod tests {
         with(json!({})).unwrap();
         for (patch, field) in [
             (
-                json!({"messages": [{"role": "user", "content": "hi", "name": "x"}]}),
-                "name",
+                json!({"messages": [{"role": "user", "content": "hi", "nickname": "x"}]}),
+                "nickname",
             ),
             (
                 json!({"messages": [{"role": "system", "content": "s", "base_url": "u"}]}),
@@ -409,9 +424,11 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(msgs[1], Message::user("hi"));
-        assert!(matches!(&msgs[2], Message::User { content: Content::Parts(p) } if p.len() == 2));
         assert!(
-            matches!(&msgs[3], Message::Assistant { content: None, tool_calls } if tool_calls[0].id == "c1")
+            matches!(&msgs[2], Message::User { content: Content::Parts(p), .. } if p.len() == 2)
+        );
+        assert!(
+            matches!(&msgs[3], Message::Assistant { content: None, tool_calls, .. } if tool_calls[0].id == "c1")
         );
     }
 

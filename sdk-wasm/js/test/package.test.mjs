@@ -423,12 +423,12 @@ for (const mode of ["direct", "proxy"]) {
           mode,
           req: {
             ...ask("fake/echo"),
-            messages: [{ role: "user", content: "hi", name: "alice" }],
+            messages: [{ role: "user", content: "hi", nickname: "alice" }],
           },
         },
       );
       assert.equal(nested?.code, "bad_request", "a field inside a message is refused too");
-      assert.match(nested.message, /unknown field `name`/);
+      assert.match(nested.message, /unknown field `nickname`/);
     });
   });
 }

@@ -59,15 +59,21 @@ struct StreamOptions {
 enum OutMessage<'a> {
     System {
         content: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        name: Option<&'a str>,
     },
     User {
         content: OutContent<'a>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        name: Option<&'a str>,
     },
     Assistant {
         // OpenAI wants an explicit null next to tool calls; some servers reject a missing field.
         content: Option<&'a str>,
         #[serde(skip_serializing_if = "Vec::is_empty")]
         tool_calls: Vec<OutToolCall<'a>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        name: Option<&'a str>,
     },
     Tool {
         tool_call_id: &'a str,
@@ -117,8 +123,12 @@ struct OutTool<'a> {
 
 fn out_message(m: &Message) -> OutMessage<'_> {
     match m {
-        Message::System { content } => OutMessage::System { content },
-        Message::User { content } => OutMessage::User {
+        Message::System { content, name } => OutMessage::System {
+            content,
+            name: name.as_deref(),
+        },
+        Message::User { content, name } => OutMessage::User {
+            name: name.as_deref(),
             content: match content {
                 Content::Text(t) => OutContent::Text(t),
                 Content::Parts(parts) => OutContent::Parts(
@@ -140,7 +150,9 @@ fn out_message(m: &Message) -> OutMessage<'_> {
         Message::Assistant {
             content,
             tool_calls,
+            name,
         } => OutMessage::Assistant {
+            name: name.as_deref(),
             content: content.as_deref(),
             tool_calls: tool_calls
                 .iter()
@@ -614,6 +626,7 @@ mod tests {
                     {"type": "text", "text": "look"},
                     {"type": "image_url", "url": "https://x/y.png", "detail": "low"}
                 ]},
+                {"role": "user", "content": "me too", "name": "bob"},
                 {"role": "assistant", "tool_calls": [{"id": "c1", "name": "f", "arguments": "{\"a\":1}"}]},
                 {"role": "tool", "tool_call_id": "c1", "content": "done"}
             ],
@@ -640,6 +653,7 @@ mod tests {
                         {"type": "text", "text": "look"},
                         {"type": "image_url", "image_url": {"url": "https://x/y.png", "detail": "low"}}
                     ]},
+                    {"role": "user", "content": "me too", "name": "bob"},
                     {"role": "assistant", "content": null, "tool_calls": [
                         {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}}
                     ]},
