@@ -585,12 +585,12 @@ impl Slot {
         }
     }
 
-    /// Whether it holds nothing worth keeping: no live session, not busy, not backing off.
+    /// Whether it holds no live session and is not opening one. (A failed start's backoff goes
+    /// with it: the user's next request tries again, which a broken server answers as before.)
     fn is_vacant(&self) -> bool {
-        self.state.try_lock().is_ok_and(|state| {
-            !state.session.as_ref().is_some_and(|s| s.is_alive())
-                && state.retry_at.is_none_or(|at| at <= Instant::now())
-        })
+        self.state
+            .try_lock()
+            .is_ok_and(|state| !state.session.as_ref().is_some_and(|s| s.is_alive()))
     }
 
     /// How long its live session has been unused; `None` when it has none, or it is in use.
