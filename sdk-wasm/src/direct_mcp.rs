@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use rmcp::model::{CallToolResult, GetPromptResult, JsonObject, ReadResourceResult};
 use serde::de::DeserializeOwned;
-use switchyard_shared::mcp::{McpCall, McpHttpClient, Step};
+use switchyard_shared::mcp::{McpCall, McpHttpClient, McpRawCall, McpRawResult, Step};
 use switchyard_shared::{ApiError, ErrorCode};
 use web_sys::AbortSignal;
 
@@ -52,15 +52,31 @@ impl DirectMcpServer {
         &self.inner.name
     }
 
-    /// Runs one operation to its end: the exchanges it needs (negotiation, re-initialization
-    /// included), progress as it arrives, and `notifications/cancelled` if aborted.
+    /// The session, to start a call with; the borrow must end before the call is driven.
+    pub(crate) fn client(&self) -> std::cell::Ref<'_, McpHttpClient> {
+        self.inner.client.borrow()
+    }
+
+    /// Runs one operation to its end and reads its result.
     pub(crate) async fn run<T: DeserializeOwned>(
         &self,
         start: impl FnOnce(&McpHttpClient) -> McpCall<T>,
         signal: Option<&AbortSignal>,
         on_progress: Option<&dyn Fn(McpProgress)>,
     ) -> Result<T, ApiError> {
-        let mut call = start(&self.inner.client.borrow());
+        let call = start(&self.inner.client.borrow()).into_raw();
+        self.run_raw(call, signal, on_progress).await?.decode()
+    }
+
+    /// Runs one operation to its end: the exchanges it needs (negotiation, re-initialization
+    /// included), progress as it arrives, and `notifications/cancelled` if aborted. The result
+    /// is left undecoded, so this loop exists once for every result type.
+    pub(crate) async fn run_raw(
+        &self,
+        mut call: McpRawCall,
+        signal: Option<&AbortSignal>,
+        on_progress: Option<&dyn Fn(McpProgress)>,
+    ) -> Result<McpRawResult, ApiError> {
         let result = self.drive(&mut call, signal, on_progress).await;
         if let Err(e) = &result
             && e.code == ErrorCode::Aborted
@@ -80,12 +96,12 @@ impl DirectMcpServer {
         result
     }
 
-    async fn drive<T: DeserializeOwned>(
+    async fn drive(
         &self,
-        call: &mut McpCall<T>,
+        call: &mut McpRawCall,
         signal: Option<&AbortSignal>,
         on_progress: Option<&dyn Fn(McpProgress)>,
-    ) -> Result<T, ApiError> {
+    ) -> Result<McpRawResult, ApiError> {
         let mut body: Option<BodyReader> = None;
         loop {
             // The borrow ends before any await: other calls may use the session meanwhile.

@@ -32,7 +32,7 @@ impl Client {
     /// Validates the options and builds the client.
     #[wasm_bindgen(constructor)]
     pub fn new(options: Ts<ClientOptions>) -> Result<Client, JsValue> {
-        let options = options.to_rust().map_err(|e| {
+        let options = from_js::<ClientOptions>(options.into()).map_err(|e| {
             to_js(ApiError::bad_request(format!(
                 "invalid client options: {e}"
             )))
@@ -136,10 +136,13 @@ fn js_approver(f: js_sys::Function) -> Approver {
         };
         Box::pin(async move {
             let failed = |e: JsValue| {
+                // A thrown non-`Error` is shown as JSON (`Debug` of a `JsValue` would bring
+                // wasm-bindgen's value printer into the package for this one message).
                 let why = e
                     .dyn_ref::<js_sys::Error>()
                     .map(|e| String::from(e.message()))
-                    .unwrap_or_else(|| format!("{e:?}"));
+                    .or_else(|| js_sys::JSON::stringify(&e).ok().and_then(|s| s.as_string()))
+                    .unwrap_or_else(|| "a value that is not an Error".to_owned());
                 ApiError::new(ErrorCode::Internal, format!("`approve` failed: {why}"))
             };
             let value = f
@@ -324,8 +327,7 @@ impl ChatStream {
 }
 
 fn parse_request(request: Ts<ChatRequest>) -> Result<ChatRequest, JsValue> {
-    request
-        .to_rust()
+    from_js(request.into())
         .map_err(|e| to_js(ApiError::bad_request(format!("invalid chat request: {e}"))))
 }
 
@@ -345,11 +347,16 @@ fn to_json_value<T: serde::Serialize>(value: &T) -> Result<JsValue, JsValue> {
 }
 
 /// A value from JavaScript, through JSON, so that the same `serde` rules apply as on the wire
-/// (`deny_unknown_fields` included); tsify's `to_rust` does the same for `Ts<T>` values.
+/// (`deny_unknown_fields` included). `Ts<T>` values come this way too rather than through
+/// tsify's `to_rust`, which reads with `from_str`: with one reader, as for bodies off the
+/// network, each type's reading code is compiled once. What JSON cannot write (`undefined`, a
+/// function) reads as `null`, as in `to_rust`.
 fn from_js<T: serde::de::DeserializeOwned>(value: JsValue) -> Result<T, String> {
     let text = js_sys::JSON::stringify(&value)
-        .map_err(|_| "not serializable to JSON (a cycle, or a BigInt)".to_owned())?;
-    serde_json::from_str(&String::from(text)).map_err(|e| e.to_string())
+        .map_err(|_| "not serializable to JSON (a cycle, or a BigInt)".to_owned())?
+        .as_string()
+        .unwrap_or_else(|| "null".to_owned());
+    serde_json::from_slice(text.as_bytes()).map_err(|e| e.to_string())
 }
 
 /// `undefined`/`null`, or a plain object.

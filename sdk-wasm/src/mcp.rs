@@ -12,9 +12,9 @@ use rmcp::model::{
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use switchyard_shared::mcp::{
-    McpCall, McpGetPrompt, McpHttpClient, McpProxyOp, McpReadResource, McpServerInfo,
-    McpServerList, McpToolCall, McpToolEvent, McpToolStreamDecoder, McpTransport,
-    decode_proxy_answer, proxy_request,
+    McpGetPrompt, McpHttpClient, McpProxyOp, McpRawCall, McpRawResult, McpReadResource,
+    McpServerInfo, McpServerList, McpToolCall, McpToolEvent, McpToolStreamDecoder, McpTransport,
+    decode_proxy_error, decode_proxy_result, proxy_request,
 };
 use switchyard_shared::{ApiError, ErrorCode, HttpRequest};
 use tsify::Tsify;
@@ -123,29 +123,25 @@ impl McpClient<'_> {
 /// A lister that never ends (a server repeating a cursor) must not hang the page.
 const MAX_PAGES: usize = 1000;
 
-/// One page of a paginated MCP list, and how direct mode asks for it.
+/// One page of a paginated MCP list.
 trait Page: DeserializeOwned {
     type Item;
     fn into_parts(self) -> (Vec<Self::Item>, Option<String>);
-    fn request(client: &McpHttpClient, cursor: Option<String>) -> McpCall<Self>;
 }
 
 macro_rules! page {
-    ($result:ty, $field:ident, $item:ty, $method:ident) => {
+    ($result:ty, $field:ident, $item:ty) => {
         impl Page for $result {
             type Item = $item;
             fn into_parts(self) -> (Vec<$item>, Option<String>) {
                 (self.$field, self.next_cursor)
             }
-            fn request(client: &McpHttpClient, cursor: Option<String>) -> McpCall<Self> {
-                client.$method(cursor)
-            }
         }
     };
 }
-page!(ListToolsResult, tools, Tool, list_tools);
-page!(ListResourcesResult, resources, Resource, list_resources);
-page!(ListPromptsResult, prompts, Prompt, list_prompts);
+page!(ListToolsResult, tools, Tool);
+page!(ListResourcesResult, resources, Resource);
+page!(ListPromptsResult, prompts, Prompt);
 
 /// Which list a paginated call reads.
 #[derive(Clone, Copy)]
@@ -153,6 +149,44 @@ enum ListKind {
     Tools,
     Resources,
     Prompts,
+}
+
+impl ListKind {
+    /// The direct-mode request for one page.
+    fn request(self, client: &McpHttpClient, cursor: Option<String>) -> McpRawCall {
+        match self {
+            ListKind::Tools => client.list_tools(cursor).into_raw(),
+            ListKind::Resources => client.list_resources(cursor).into_raw(),
+            ListKind::Prompts => client.list_prompts(cursor).into_raw(),
+        }
+    }
+
+    /// The proxy-mode request for one page.
+    fn proxy_op<'a>(self, server: &'a str, cursor: Option<&'a str>) -> McpProxyOp<'a> {
+        match self {
+            ListKind::Tools => McpProxyOp::ListTools { server, cursor },
+            ListKind::Resources => McpProxyOp::ListResources { server, cursor },
+            ListKind::Prompts => McpProxyOp::ListPrompts { server, cursor },
+        }
+    }
+}
+
+/// A result as it arrived, in either mode; the operation that asked for it reads it as its type.
+/// Everything up to here is the same code for every result type.
+enum RawAnswer {
+    /// A JSON-RPC response from the server itself.
+    Direct(McpRawResult),
+    /// The body of the proxy's 2xx answer.
+    Proxy(Vec<u8>),
+}
+
+impl RawAnswer {
+    fn decode<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        match self {
+            RawAnswer::Direct(result) => result.decode(),
+            RawAnswer::Proxy(body) => decode_proxy_result(body),
+        }
+    }
 }
 
 impl McpRoutes {
@@ -203,41 +237,52 @@ impl McpRoutes {
                 .collect()),
             McpRoutes::Proxy { base_url, api_key } => {
                 let req = proxy_request(base_url, api_key.as_deref(), &McpProxyOp::ListServers);
-                let list: McpServerList = proxy_json(&req, None).await?;
+                let list: McpServerList = decode_proxy_result(&proxy_body(&req, None).await?)?;
                 Ok(list.servers)
             }
         }
     }
 
+    /// Every item of a list, all pages.
     async fn list_all<P: Page>(
         &self,
         server: &str,
         kind: ListKind,
     ) -> Result<Vec<P::Item>, ApiError> {
         let mut items = Vec::new();
+        let mut take = |answer: RawAnswer| {
+            let (mut page_items, next) = answer.decode::<P>()?.into_parts();
+            items.append(&mut page_items);
+            Ok(next)
+        };
+        self.read_pages(server, kind, &mut take).await?;
+        Ok(items)
+    }
+
+    /// Fetches the pages of a list, handing each to `take`, which returns the next cursor.
+    async fn read_pages(
+        &self,
+        server: &str,
+        kind: ListKind,
+        take: &mut dyn FnMut(RawAnswer) -> Result<Option<String>, ApiError>,
+    ) -> Result<(), ApiError> {
         let mut cursor: Option<String> = None;
         for _ in 0..MAX_PAGES {
-            let page: P = match self {
+            let answer = match self {
                 McpRoutes::Direct(servers) => {
                     let s = Self::direct_server(servers, server)?;
-                    let c = cursor.take();
-                    s.run(|client| P::request(client, c), None, None).await?
+                    let call = kind.request(&s.client(), cursor.take());
+                    RawAnswer::Direct(s.run_raw(call, None, None).await?)
                 }
                 McpRoutes::Proxy { base_url, api_key } => {
-                    let c = cursor.as_deref();
-                    let op = match kind {
-                        ListKind::Tools => McpProxyOp::ListTools { server, cursor: c },
-                        ListKind::Resources => McpProxyOp::ListResources { server, cursor: c },
-                        ListKind::Prompts => McpProxyOp::ListPrompts { server, cursor: c },
-                    };
-                    proxy_json(&proxy_request(base_url, api_key.as_deref(), &op), None).await?
+                    let op = kind.proxy_op(server, cursor.as_deref());
+                    let req = proxy_request(base_url, api_key.as_deref(), &op);
+                    RawAnswer::Proxy(proxy_body(&req, None).await?)
                 }
             };
-            let (mut page_items, next) = page.into_parts();
-            items.append(&mut page_items);
-            match next.filter(|c| !c.is_empty()) {
+            match take(answer)?.filter(|c| !c.is_empty()) {
                 Some(c) => cursor = Some(c),
-                None => return Ok(items),
+                None => return Ok(()),
             }
         }
         Err(ApiError::new(
@@ -285,7 +330,7 @@ impl McpRoutes {
                 };
                 let req = proxy_request(base_url, api_key.as_deref(), &op);
                 match on_progress {
-                    None => proxy_json(&req, signal).await,
+                    None => decode_proxy_result(&proxy_body(&req, signal).await?),
                     Some(report) => proxy_tool_stream(&req, signal, report).await,
                 }
             }
@@ -342,18 +387,20 @@ impl McpRoutes {
         let (base_url, api_key) = self
             .proxy()
             .ok_or_else(|| ApiError::internal("proxy route used in direct mode"))?;
-        proxy_json(&proxy_request(base_url, api_key, op), None).await
+        decode_proxy_result(&proxy_body(&proxy_request(base_url, api_key, op), None).await?)
     }
 }
 
-async fn proxy_json<T: DeserializeOwned>(
-    req: &HttpRequest,
-    signal: Option<&AbortSignal>,
-) -> Result<T, ApiError> {
+/// Sends a request to the proxy: the body of its 2xx answer, or the error it reports.
+async fn proxy_body(req: &HttpRequest, signal: Option<&AbortSignal>) -> Result<Vec<u8>, ApiError> {
     let resp = fetch::send(req, signal).await?;
     let (status, retry_after) = (resp.status, resp.retry_after.clone());
     let body = resp.bytes().await?;
-    decode_proxy_answer(status, retry_after.as_deref(), &body)
+    if (200..300).contains(&status) {
+        Ok(body)
+    } else {
+        Err(decode_proxy_error(status, retry_after.as_deref(), &body))
+    }
 }
 
 async fn proxy_tool_stream(
@@ -365,7 +412,7 @@ async fn proxy_tool_stream(
     if !(200..300).contains(&resp.status) {
         let (status, retry_after) = (resp.status, resp.retry_after.clone());
         let body = resp.bytes().await?;
-        return decode_proxy_answer(status, retry_after.as_deref(), &body);
+        return Err(decode_proxy_error(status, retry_after.as_deref(), &body));
     }
     let mut reader = resp.into_reader()?;
     let mut decoder = McpToolStreamDecoder::new();

@@ -395,9 +395,9 @@ fn parse_arguments(text: &str) -> Result<Option<JsonObject>, String> {
     if text.trim().is_empty() {
         return Ok(None);
     }
-    match serde_json::from_str::<serde_json::Value>(text) {
+    match serde_json::from_slice::<serde_json::Value>(text.as_bytes()) {
         Ok(serde_json::Value::Object(map)) => Ok(Some(map)),
-        Ok(other) => Err(format!("got {other}")),
+        Ok(other) => Err(format!("got {}", crate::json::text(&other))),
         Err(e) => Err(e.to_string()),
     }
 }
@@ -425,7 +425,7 @@ fn result_text(result: &CallToolResult) -> String {
     if parts.is_empty()
         && let Some(structured) = &result.structured_content
     {
-        parts.push(structured.to_string());
+        parts.push(crate::json::text(structured));
     }
     parts.join("\n")
 }

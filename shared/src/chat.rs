@@ -333,6 +333,12 @@ pub struct ModelId<'a> {
     pub model: &'a str,
 }
 
+/// Puts tool calls numbered by their index in call order (stable, one copy of the sort for every
+/// caller).
+pub(crate) fn sort_by_index(calls: &mut [(u32, ToolCall)]) {
+    calls.sort_by_key(|(i, _)| *i);
+}
+
 impl<'a> ModelId<'a> {
     /// Splits `"<provider>/<model>"`.
     pub fn parse(id: &'a str) -> Result<Self, ApiError> {

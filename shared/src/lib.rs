@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod chat;
 pub mod error;
+mod json;
 pub mod mcp;
 pub mod providers;
 pub mod route;

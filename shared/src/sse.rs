@@ -160,7 +160,6 @@ pub fn encode(event: Option<&str>, data: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
 
     fn decode_all(bytes: &[u8]) -> Vec<SseEvent> {
         SseDecoder::new().push(bytes)
@@ -267,67 +266,74 @@ mod tests {
         }
     }
 
-    fn arb_event() -> impl Strategy<Value = (Option<String>, Vec<String>)> {
-        (
-            proptest::option::of("[a-z]{1,8}"),
-            proptest::collection::vec("[^\r\n]{0,20}", 1..4),
-        )
-    }
+    /// Properties over generated streams (proptest builds natively only).
+    #[cfg(not(target_arch = "wasm32"))]
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
 
-    proptest! {
-        /// Any split of any valid byte stream, with any line-ending style, gives the same events.
-        #[test]
-        fn any_split_gives_the_same_events(
-            events in proptest::collection::vec(arb_event(), 0..8),
-            endings in proptest::collection::vec(0usize..3, 1..64),
-            comments in proptest::collection::vec(any::<bool>(), 1..16),
-            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..12),
-        ) {
-            let mut text = String::new();
-            let mut expected = Vec::new();
-            let mut n = 0usize;
-            let mut prev_cr = false;
-            // A lone CR followed by a lone LF is one CRLF to any SSE parser, so never emit that pair.
-            let mut eol = || {
-                n += 1;
-                let mut e = ["\n", "\r\n", "\r"][endings[n % endings.len()]];
-                if prev_cr && e == "\n" {
-                    e = "\r";
-                }
-                prev_cr = e == "\r";
-                e
-            };
-            for (i, (name, lines)) in events.iter().enumerate() {
-                if comments[i % comments.len()] {
-                    text.push_str(": comment");
+        fn arb_event() -> impl Strategy<Value = (Option<String>, Vec<String>)> {
+            (
+                proptest::option::of("[a-z]{1,8}"),
+                proptest::collection::vec("[^\r\n]{0,20}", 1..4),
+            )
+        }
+
+        proptest! {
+            /// Any split of any valid byte stream, with any line-ending style, gives the same events.
+            #[test]
+            fn any_split_gives_the_same_events(
+                events in proptest::collection::vec(arb_event(), 0..8),
+                endings in proptest::collection::vec(0usize..3, 1..64),
+                comments in proptest::collection::vec(any::<bool>(), 1..16),
+                cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..12),
+            ) {
+                let mut text = String::new();
+                let mut expected = Vec::new();
+                let mut n = 0usize;
+                let mut prev_cr = false;
+                // A lone CR followed by a lone LF is one CRLF to any SSE parser, so never emit that pair.
+                let mut eol = || {
+                    n += 1;
+                    let mut e = ["\n", "\r\n", "\r"][endings[n % endings.len()]];
+                    if prev_cr && e == "\n" {
+                        e = "\r";
+                    }
+                    prev_cr = e == "\r";
+                    e
+                };
+                for (i, (name, lines)) in events.iter().enumerate() {
+                    if comments[i % comments.len()] {
+                        text.push_str(": comment");
+                        text.push_str(eol());
+                    }
+                    if let Some(name) = name {
+                        text.push_str("event: ");
+                        text.push_str(name);
+                        text.push_str(eol());
+                    }
+                    for line in lines {
+                        text.push_str("data: ");
+                        text.push_str(line);
+                        text.push_str(eol());
+                    }
                     text.push_str(eol());
+                    // A value's first space after the colon is framing; any others belong to the data.
+                    expected.push(SseEvent { event: name.clone(), data: lines.join("\n"), id: None });
                 }
-                if let Some(name) = name {
-                    text.push_str("event: ");
-                    text.push_str(name);
-                    text.push_str(eol());
+                let bytes = text.as_bytes();
+                let mut points: Vec<usize> = cuts.iter().map(|c| c.index(bytes.len() + 1)).collect();
+                points.sort_unstable();
+                let mut decoder = SseDecoder::new();
+                let mut got = Vec::new();
+                let mut start = 0;
+                for p in points.into_iter().chain([bytes.len()]) {
+                    got.extend(decoder.push(&bytes[start..p]));
+                    start = p;
                 }
-                for line in lines {
-                    text.push_str("data: ");
-                    text.push_str(line);
-                    text.push_str(eol());
-                }
-                text.push_str(eol());
-                // A value's first space after the colon is framing; any others belong to the data.
-                expected.push(SseEvent { event: name.clone(), data: lines.join("\n"), id: None });
+                prop_assert_eq!(&got, &expected);
+                prop_assert_eq!(decode_all(bytes), expected);
             }
-            let bytes = text.as_bytes();
-            let mut points: Vec<usize> = cuts.iter().map(|c| c.index(bytes.len() + 1)).collect();
-            points.sort_unstable();
-            let mut decoder = SseDecoder::new();
-            let mut got = Vec::new();
-            let mut start = 0;
-            for p in points.into_iter().chain([bytes.len()]) {
-                got.extend(decoder.push(&bytes[start..p]));
-                start = p;
-            }
-            prop_assert_eq!(&got, &expected);
-            prop_assert_eq!(decode_all(bytes), expected);
         }
     }
 }

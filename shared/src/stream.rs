@@ -83,6 +83,100 @@ impl StreamEvent {
         let json = serde_json::to_string(self).unwrap_or_default();
         crate::sse::encode(None, &json)
     }
+
+    /// Reads an event from its JSON text, as the derived `Deserialize` does but without its
+    /// buffering (see `json.rs`): the tag first, then the variant's fields.
+    pub fn from_json(bytes: &[u8]) -> serde_json::Result<Self> {
+        #[derive(Deserialize)]
+        #[serde(variant_identifier, rename_all = "snake_case")]
+        enum Kind {
+            Start,
+            TextDelta,
+            ToolCallDelta,
+            ToolCall,
+            Usage,
+            Finish,
+            Error,
+        }
+        #[derive(Deserialize)]
+        struct Start {
+            id: String,
+            model: String,
+        }
+        #[derive(Deserialize)]
+        struct TextDelta {
+            text: String,
+        }
+        #[derive(Deserialize)]
+        struct ToolCallDelta {
+            index: u32,
+            #[serde(default)]
+            id: Option<String>,
+            #[serde(default)]
+            name: Option<String>,
+            arguments: String,
+        }
+        #[derive(Deserialize)]
+        struct ToolCallDone {
+            index: u32,
+            call: ToolCall,
+        }
+        #[derive(Deserialize)]
+        struct UsageReport {
+            usage: Usage,
+        }
+        #[derive(Deserialize)]
+        struct Finish {
+            finish_reason: FinishReason,
+        }
+        #[derive(Deserialize)]
+        struct Failure {
+            error: ApiError,
+        }
+        use crate::json::fields;
+        Ok(
+            match crate::json::type_tag(bytes, "internally tagged enum StreamEvent")? {
+                Kind::Start => {
+                    let Start { id, model } = fields(bytes)?;
+                    StreamEvent::Start { id, model }
+                }
+                Kind::TextDelta => {
+                    let TextDelta { text } = fields(bytes)?;
+                    StreamEvent::TextDelta { text }
+                }
+                Kind::ToolCallDelta => {
+                    let ToolCallDelta {
+                        index,
+                        id,
+                        name,
+                        arguments,
+                    } = fields(bytes)?;
+                    StreamEvent::ToolCallDelta {
+                        index,
+                        id,
+                        name,
+                        arguments,
+                    }
+                }
+                Kind::ToolCall => {
+                    let ToolCallDone { index, call } = fields(bytes)?;
+                    StreamEvent::ToolCall { index, call }
+                }
+                Kind::Usage => {
+                    let UsageReport { usage } = fields(bytes)?;
+                    StreamEvent::Usage { usage }
+                }
+                Kind::Finish => {
+                    let Finish { finish_reason } = fields(bytes)?;
+                    StreamEvent::Finish { finish_reason }
+                }
+                Kind::Error => {
+                    let Failure { error } = fields(bytes)?;
+                    StreamEvent::Error { error }
+                }
+            },
+        )
+    }
 }
 
 /// Turns a streamed response body, chunk by chunk, into [`StreamEvent`]s.
@@ -168,7 +262,7 @@ impl ChatStreamDecoder {
 impl FormatDecoder {
     fn on_event(&mut self, event: SseEvent, out: &mut Vec<StreamEvent>) {
         match self {
-            FormatDecoder::Switchyard => match serde_json::from_str::<StreamEvent>(&event.data) {
+            FormatDecoder::Switchyard => match StreamEvent::from_json(event.data.as_bytes()) {
                 Ok(e) => out.push(e),
                 Err(err) => out.push(StreamEvent::Error {
                     error: ApiError::new(
@@ -234,7 +328,7 @@ impl ChatAccumulator {
             ));
         };
         let mut calls = self.tool_calls.clone();
-        calls.sort_by_key(|(i, _)| *i);
+        crate::chat::sort_by_index(&mut calls);
         Ok(ChatResponse {
             id: self.id.clone(),
             model: self.model.clone(),

@@ -129,6 +129,57 @@ impl McpToolEvent {
         let json = serde_json::to_string(self).unwrap_or_default();
         crate::sse::encode(None, &json)
     }
+
+    /// Reads an event from its JSON text, as the derived `Deserialize` does but without its
+    /// buffering (see `json.rs`): the tag first, then the variant's fields.
+    pub fn from_json(bytes: &[u8]) -> serde_json::Result<Self> {
+        #[derive(Deserialize)]
+        #[serde(variant_identifier, rename_all = "snake_case")]
+        enum Kind {
+            Progress,
+            Result,
+            Error,
+        }
+        #[derive(Deserialize)]
+        struct Progress {
+            progress: f64,
+            #[serde(default)]
+            total: Option<f64>,
+            #[serde(default)]
+            message: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct Done {
+            result: CallToolResult,
+        }
+        #[derive(Deserialize)]
+        struct Failure {
+            error: ApiError,
+        }
+        use crate::json::fields;
+        Ok(
+            match crate::json::type_tag(bytes, "internally tagged enum McpToolEvent")? {
+                Kind::Progress => {
+                    let Progress {
+                        progress,
+                        total,
+                        message,
+                    } = fields(bytes)?;
+                    McpToolEvent::Progress {
+                        progress,
+                        total,
+                        message,
+                    }
+                }
+                Kind::Result => McpToolEvent::Result {
+                    result: fields::<Done>(bytes)?.result,
+                },
+                Kind::Error => McpToolEvent::Error {
+                    error: fields::<Failure>(bytes)?.error,
+                },
+            },
+        )
+    }
 }
 
 #[cfg(test)]

@@ -261,7 +261,10 @@ impl McpHttpClient {
 
     /// Negotiates now, if no call has yet; completes with what the server said about itself.
     pub fn connect(&self) -> McpCall<ServerPeerInfo> {
-        McpCall::new(Goal::Connect(ServerPeerInfo::clone))
+        McpCall {
+            raw: McpRawCall::new(Goal::Connect),
+            describe: Some(ServerPeerInfo::clone),
+        }
     }
 
     /// One page of the server's tools (`tools/list`); pass the previous page's `next_cursor`.
@@ -557,7 +560,16 @@ fn spoken_versions() -> String {
 /// documentation for the loop that drives it.
 #[must_use = "a call does nothing until it is polled"]
 pub struct McpCall<T> {
-    goal: Goal<T>,
+    raw: McpRawCall,
+    /// For [`McpHttpClient::connect`]: what the call completes with, from the negotiation.
+    describe: Option<fn(&ServerPeerInfo) -> T>,
+}
+
+/// An [`McpCall`] whose result is left undecoded ([`McpRawResult`]), driven the same way. The
+/// state machine lives here, once for every result type; [`McpCall`] only decodes.
+#[must_use = "a call does nothing until it is polled"]
+pub struct McpRawCall {
+    goal: Goal,
     state: CallState,
     /// Progress decoded but not yet returned by `poll`, in arrival order.
     progress: VecDeque<ProgressNotificationParam>,
@@ -566,10 +578,42 @@ pub struct McpCall<T> {
     renegotiated: bool,
 }
 
-enum Goal<T> {
+enum Goal {
     /// Only negotiate; complete with the server's description.
-    Connect(fn(&ServerPeerInfo) -> T),
+    Connect,
     Request(Operation),
+}
+
+/// The response to an [`McpRawCall`]'s request, not yet read as its result type.
+pub struct McpRawResult {
+    /// The JSON-RPC method, for error messages.
+    method: &'static str,
+    /// The whole JSON-RPC response message; `None` for a call that only negotiated.
+    message: Option<Vec<u8>>,
+}
+
+impl McpRawResult {
+    /// Reads the message's `result` as `T`; an unreadable result is an `upstream_error`.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        let Some(message) = &self.message else {
+            return Err(ApiError::internal("a connect call has no result to read"));
+        };
+        jsonrpc::result_of::<T>(message).map_err(|e| {
+            ApiError::new(
+                ErrorCode::UpstreamError,
+                format!("the MCP server's {} result is unreadable: {e}", self.method),
+            )
+        })
+    }
+}
+
+impl std::fmt::Debug for McpRawResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("McpRawResult")
+            .field("method", &self.method)
+            .field("len", &self.message.as_ref().map(Vec::len))
+            .finish()
+    }
 }
 
 struct Operation {
@@ -647,10 +691,13 @@ impl Exchange {
 
 impl<T> std::fmt::Debug for McpCall<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let method = match &self.goal {
-            Goal::Connect(_) => "connect",
-            Goal::Request(op) => op.method,
-        };
+        self.raw.fmt(f)
+    }
+}
+
+impl std::fmt::Debug for McpRawCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let method = self.method();
         let state = match &self.state {
             CallState::Ready => "ready",
             CallState::Confirm(_) => "confirming the session",
@@ -672,22 +719,85 @@ impl<T: DeserializeOwned> McpCall<T> {
         name: Option<&str>,
         progress: bool,
     ) -> Self {
-        McpCall::new(Goal::Request(Operation {
-            method,
-            params,
-            name: name.map(str::to_owned),
-            progress,
-        }))
+        McpCall {
+            raw: McpRawCall::new(Goal::Request(Operation {
+                method,
+                params,
+                name: name.map(str::to_owned),
+                progress,
+            })),
+            describe: None,
+        }
+    }
+
+    /// What to do next. Progress comes first, in arrival order; then the next request, or the
+    /// outcome.
+    pub fn poll(&mut self, client: &mut McpHttpClient) -> Step<T> {
+        match self.raw.poll(client) {
+            Step::Send(request) => Step::Send(request),
+            Step::Receive => Step::Receive,
+            Step::Progress(p) => Step::Progress(p),
+            Step::Done(raw) => {
+                let described = self.describe.zip(client.peer_info());
+                match described {
+                    Some((describe, peer)) => Step::Done(describe(peer)),
+                    None => match raw.decode() {
+                        Ok(value) => Step::Done(value),
+                        Err(e) => Step::Failed(e),
+                    },
+                }
+            }
+            Step::Failed(e) => Step::Failed(e),
+        }
     }
 }
 
 impl<T> McpCall<T> {
-    fn new(goal: Goal<T>) -> Self {
-        McpCall {
+    /// The same call with its result left undecoded: a runtime that drives calls of several
+    /// result types through one loop decodes each result itself ([`McpRawResult::decode`]).
+    pub fn into_raw(self) -> McpRawCall {
+        self.raw
+    }
+
+    /// Reports the status and headers of the answer to the last [`Step::Send`].
+    pub fn on_response(&mut self, status: u16, headers: &[(String, String)]) {
+        self.raw.on_response(status, headers);
+    }
+
+    /// Feeds a chunk of the current response's body (split anywhere).
+    pub fn on_body(&mut self, chunk: &[u8]) {
+        self.raw.on_body(chunk);
+    }
+
+    /// Reports that the current response's body has ended.
+    pub fn on_end(&mut self) {
+        self.raw.on_end();
+    }
+
+    /// Gives up on the call; see [`McpRawCall::cancel`].
+    pub fn cancel(
+        &mut self,
+        client: &McpHttpClient,
+        reason: Option<String>,
+    ) -> Option<HttpRequest> {
+        self.raw.cancel(client, reason)
+    }
+}
+
+impl McpRawCall {
+    fn new(goal: Goal) -> Self {
+        McpRawCall {
             goal,
             state: CallState::Ready,
             progress: VecDeque::new(),
             renegotiated: false,
+        }
+    }
+
+    fn method(&self) -> &'static str {
+        match &self.goal {
+            Goal::Connect => "connect",
+            Goal::Request(op) => op.method,
         }
     }
 
@@ -768,10 +878,10 @@ impl<T> McpCall<T> {
     }
 }
 
-impl<T: DeserializeOwned> McpCall<T> {
+impl McpRawCall {
     /// What to do next. Progress comes first, in arrival order; then the next request, or the
     /// outcome.
-    pub fn poll(&mut self, client: &mut McpHttpClient) -> Step<T> {
+    pub fn poll(&mut self, client: &mut McpHttpClient) -> Step<McpRawResult> {
         if let Some(p) = self.progress.pop_front() {
             return Step::Progress(p);
         }
@@ -811,7 +921,7 @@ impl<T: DeserializeOwned> McpCall<T> {
         }
     }
 
-    fn send(&mut self, exchange: Exchange, request: HttpRequest) -> Step<T> {
+    fn send(&mut self, exchange: Exchange, request: HttpRequest) -> Step<McpRawResult> {
         self.state = CallState::InFlight {
             exchange,
             reader: None,
@@ -820,17 +930,20 @@ impl<T: DeserializeOwned> McpCall<T> {
     }
 
     /// Sends what comes next: a negotiation step, or the operation's request.
-    fn start(&mut self, client: &mut McpHttpClient) -> Step<T> {
-        let Some(peer) = client.peer_info() else {
+    fn start(&mut self, client: &mut McpHttpClient) -> Step<McpRawResult> {
+        if client.peer_info().is_none() {
             let (exchange, request) = if client.initialize_first() {
                 client.initialize()
             } else {
                 client.discover()
             };
             return self.send(exchange, request);
-        };
+        }
         match &self.goal {
-            Goal::Connect(describe) => Step::Done(describe(peer)),
+            Goal::Connect => Step::Done(McpRawResult {
+                method: "connect",
+                message: None,
+            }),
             Goal::Request(op) => match client.request(op) {
                 Some((exchange, request)) => self.send(exchange, request),
                 None => Step::Failed(ApiError::internal("MCP request before negotiation")),
@@ -846,7 +959,7 @@ impl<T: DeserializeOwned> McpCall<T> {
         exchange: Exchange,
         reader: &ResponseReader,
         answer: Answer,
-    ) -> Option<Step<T>> {
+    ) -> Option<Step<McpRawResult>> {
         match exchange {
             Exchange::Discover { .. } => self.after_discover(client, reader, answer),
             Exchange::Initialize { .. } => self.after_initialize(client, reader, answer),
@@ -871,7 +984,7 @@ impl<T: DeserializeOwned> McpCall<T> {
         client: &mut McpHttpClient,
         reader: &ResponseReader,
         answer: Answer,
-    ) -> Option<Step<T>> {
+    ) -> Option<Step<McpRawResult>> {
         match answer {
             Answer::Result { message, .. } => {
                 match jsonrpc::result_of::<DiscoverResult>(&message) {
@@ -909,7 +1022,7 @@ impl<T: DeserializeOwned> McpCall<T> {
         &mut self,
         client: &mut McpHttpClient,
         supported: &[ProtocolVersion],
-    ) -> Option<Step<T>> {
+    ) -> Option<Step<McpRawResult>> {
         let pinned_stateless = client.pinned.as_ref() == Some(&STATELESS_VERSION);
         let none_spoken =
             !supported.is_empty() && !supported.iter().any(|v| SESSION_VERSIONS.contains(v));
@@ -942,7 +1055,7 @@ impl<T: DeserializeOwned> McpCall<T> {
         client: &mut McpHttpClient,
         reader: &ResponseReader,
         answer: Answer,
-    ) -> Option<Step<T>> {
+    ) -> Option<Step<McpRawResult>> {
         let Answer::Result { message, .. } = answer else {
             return Some(Step::Failed(failure(reader, answer)));
         };
@@ -986,34 +1099,29 @@ impl<T: DeserializeOwned> McpCall<T> {
         reader: &ResponseReader,
         answer: Answer,
         route: Route,
-    ) -> Option<Step<T>> {
-        if let Answer::Result {
-            message,
-            result_type,
-        } = &answer
-        {
-            if let Some(kind) = result_type.as_deref().filter(|k| *k != "complete") {
-                let mut e = ApiError::new(
-                    ErrorCode::UpstreamError,
-                    format!(
-                        "the MCP server answered with a result of type {kind:?}, which this client does not handle"
-                    ),
-                );
-                e.retryable = false;
-                return Some(Step::Failed(e));
+    ) -> Option<Step<McpRawResult>> {
+        let answer = match answer {
+            Answer::Result {
+                message,
+                result_type,
+            } => {
+                if let Some(kind) = result_type.as_deref().filter(|k| *k != "complete") {
+                    let mut e = ApiError::new(
+                        ErrorCode::UpstreamError,
+                        format!(
+                            "the MCP server answered with a result of type {kind:?}, which this client does not handle"
+                        ),
+                    );
+                    e.retryable = false;
+                    return Some(Step::Failed(e));
+                }
+                return Some(Step::Done(McpRawResult {
+                    method: self.method(),
+                    message: Some(message),
+                }));
             }
-            let method = match &self.goal {
-                Goal::Request(op) => op.method,
-                Goal::Connect(_) => "connect",
-            };
-            return Some(match jsonrpc::result_of::<T>(message) {
-                Ok(value) => Step::Done(value),
-                Err(e) => Step::Failed(ApiError::new(
-                    ErrorCode::UpstreamError,
-                    format!("the MCP server's {method} result is unreadable: {e}"),
-                )),
-            });
-        }
+            other => other,
+        };
         let refused = match &route {
             Route::Session {
                 session_id: Some(_),

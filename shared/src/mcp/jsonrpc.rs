@@ -22,8 +22,6 @@ pub(crate) struct Incoming {
     /// Present on server requests and notifications.
     #[serde(default)]
     pub method: Option<String>,
-    #[serde(default)]
-    pub params: Option<Value>,
     /// The result, without its content (read later with [`result_of`]).
     #[serde(default)]
     pub result: Option<ResultHead>,

@@ -12,8 +12,11 @@ pub use api::{
     McpGetPrompt, McpListQuery, McpReadResource, McpServerInfo, McpServerList, McpToolCall,
     McpToolEvent, McpTransport,
 };
-pub use client::{McpCall, McpHttpClient, SessionDelete, Step};
-pub use proxy_route::{McpProxyOp, McpToolStreamDecoder, decode_proxy_answer, proxy_request};
+pub use client::{McpCall, McpHttpClient, McpRawCall, McpRawResult, SessionDelete, Step};
+pub use proxy_route::{
+    McpProxyOp, McpToolStreamDecoder, decode_proxy_answer, decode_proxy_error, decode_proxy_result,
+    proxy_request,
+};
 
 use crate::error::{ApiError, ErrorCode};
 

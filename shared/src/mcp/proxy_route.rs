@@ -109,15 +109,26 @@ pub fn decode_proxy_answer<T: DeserializeOwned>(
     body: &[u8],
 ) -> Result<T, ApiError> {
     if (200..300).contains(&status) {
-        return serde_json::from_slice(body).map_err(|e| {
-            ApiError::new(
-                ErrorCode::UpstreamError,
-                format!("unreadable answer from the proxy: {e}"),
-            )
-        });
+        decode_proxy_result(body)
+    } else {
+        Err(decode_proxy_error(status, retry_after, body))
     }
-    Err(ErrorBody::parse(body)
-        .unwrap_or_else(|| ApiError::from_upstream_status(status, None, retry_after)))
+}
+
+/// Reads the body of a 2xx proxy answer as `T`.
+pub fn decode_proxy_result<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            ErrorCode::UpstreamError,
+            format!("unreadable answer from the proxy: {e}"),
+        )
+    })
+}
+
+/// Reads a non-2xx proxy answer: the shared error body, or an error from the status alone.
+pub fn decode_proxy_error(status: u16, retry_after: Option<&str>, body: &[u8]) -> ApiError {
+    ErrorBody::parse(body)
+        .unwrap_or_else(|| ApiError::from_upstream_status(status, None, retry_after))
 }
 
 /// Turns the proxy's tool-call event stream into [`McpToolEvent`]s; a stream that ends without
@@ -142,7 +153,7 @@ impl McpToolStreamDecoder {
             if *done {
                 return;
             }
-            let event = serde_json::from_str::<McpToolEvent>(&e.data).unwrap_or_else(|err| {
+            let event = McpToolEvent::from_json(e.data.as_bytes()).unwrap_or_else(|err| {
                 McpToolEvent::Error {
                     error: ApiError::new(
                         ErrorCode::UpstreamError,

@@ -207,7 +207,7 @@ impl ResponseReader {
         };
         if let Some(method) = &msg.method {
             if msg.id.is_none() && method == "notifications/progress" {
-                if let Some(p) = self.progress_of(msg.params) {
+                if let Some(p) = self.progress_of(&bytes) {
                     progress.push_back(p);
                 }
             }
@@ -234,9 +234,16 @@ impl ResponseReader {
         };
     }
 
-    fn progress_of(&self, params: Option<Value>) -> Option<ProgressNotificationParam> {
+    /// The progress a notification reports, if it is for this request. Its `params` are read
+    /// from the message's bytes (as a result is) rather than from a JSON value, so that the
+    /// progress types are compiled for one reader only.
+    fn progress_of(&self, message: &[u8]) -> Option<ProgressNotificationParam> {
+        #[derive(serde::Deserialize)]
+        struct Notification {
+            params: ProgressNotificationParam,
+        }
         let token = self.expect.progress_token?;
-        let p: ProgressNotificationParam = serde_json::from_value(params?).ok()?;
+        let p = serde_json::from_slice::<Notification>(message).ok()?.params;
         let ours = match &p.progress_token.0 {
             NumberOrString::Number(n) => *n == token,
             NumberOrString::String(s) => s.parse::<i64>().ok() == Some(token),

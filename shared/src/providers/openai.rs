@@ -310,7 +310,7 @@ fn arguments_text(v: Option<Value>) -> String {
     match v {
         Some(Value::String(s)) => s,
         Some(Value::Null) | None => String::new(),
-        Some(other) => other.to_string(),
+        Some(other) => crate::json::text(&other),
     }
 }
 
@@ -468,7 +468,7 @@ impl StreamDecoder {
         if data.is_empty() {
             return;
         }
-        let chunk: Chunk = match serde_json::from_str(data) {
+        let chunk: Chunk = match serde_json::from_slice(data.as_bytes()) {
             Ok(c) => c,
             Err(e) => {
                 out.push(StreamEvent::Error {
@@ -566,7 +566,7 @@ impl StreamDecoder {
             });
         }
         let mut calls = std::mem::take(&mut self.calls);
-        calls.sort_by_key(|(i, _)| *i);
+        crate::chat::sort_by_index(&mut calls);
         let had_calls = !calls.is_empty();
         for (index, mut call) in calls {
             if call.id.is_empty() {
