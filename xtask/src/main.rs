@@ -24,7 +24,9 @@ commands:
   demo    builds the npm package, the demo page and the proxy, and serves the page on
           http://127.0.0.1:3001 until Ctrl-C (`demo [--release] [--listen ADDR]`)
   sdk     builds the npm package `switchyard-client` into sdk-wasm/pkg and prints its size
-  bench   measures what the proxy adds: `bench [chat|mcp] [N]` (see README, Benchmarks)
+  bench   the benchmark suite: the proxy against direct calls and peer products, written to
+          bench/results/*.json and docs/BENCHMARKS.md; `bench [SCENARIO] [N]` runs one of
+          chat, stream, mcp, memory, sdk, perf (or `report` only); none: all of them
   fuzz    runs every cargo-fuzz target in fuzz/ for SECONDS each (default 60) and prints
           the executions: `fuzz [SECONDS] [TARGET...]` (works on stable)
   setup   only installs the tools the other commands need
@@ -155,21 +157,14 @@ fn browser() -> Result<()> {
     demo::page_tests()
 }
 
-/// Runs the benchmark scripts under `bench/`: `cargo xtask bench [chat|mcp] [N]`.
+/// Runs the benchmark suite (`bench/run.sh`): `cargo xtask bench [SCENARIO] [ARG...]`, every
+/// scenario and the report when none is named.
 fn bench(args: &[String]) -> Result<()> {
-    let (which, rest) = match args.first().map(String::as_str) {
-        Some(w @ ("chat" | "mcp")) => (vec![w], &args[1..]),
-        _ => (vec!["chat", "mcp"], args),
-    };
-    for name in which {
-        let script = match name {
-            "chat" => "bench/chat_overhead.sh",
-            _ => "bench/mcp_tool_call.sh",
-        };
-        println!("\n==> {script}");
-        let mut cmd = run::command("bash");
-        cmd.arg(run::root().join(script)).args(rest);
-        run::status(&mut cmd)?;
+    if matches!(args.first().map(String::as_str), None | Some("all" | "sdk")) {
+        // The SDK scenario drives Debian's Chromium; the script itself installs the rest.
+        tools::ensure_chromium()?;
     }
-    Ok(())
+    let mut cmd = run::command("bash");
+    cmd.arg(run::root().join("bench/run.sh")).args(args);
+    run::status(&mut cmd)
 }
