@@ -11,6 +11,11 @@ use switchyard_proxy::auth::keys;
 use switchyard_proxy::{Config, config};
 use tracing_subscriber::EnvFilter;
 
+// Every request and stream chunk allocates; mimalloc's thread-local free lists cost far less
+// than glibc's malloc, which took a sixth of the proxy's CPU time at saturation.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Lets browsers reach LLM APIs and MCP servers through one local proxy.
 #[derive(Debug, Parser)]
 #[command(name = "switchyard", version, about)]
