@@ -6,4 +6,5 @@
 //! counterpart: an `rmcp` server with deterministic tools, resources and prompts.
 
 pub mod fake_llm;
+pub mod latency;
 pub mod mcp_server;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, ensure};
 use clap::Parser;
 use serde_json::json;
+use switchyard_tests::latency;
 
 /// Direct-vs-proxy latency of non-streamed chat completions.
 #[derive(Parser, Debug)]
@@ -38,15 +39,6 @@ struct Args {
     /// Where to write the JSON result.
     #[arg(long)]
     out: Option<std::path::PathBuf>,
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
-
-fn micros(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
 }
 
 struct Side {
@@ -86,15 +78,7 @@ impl Side {
     }
 
     fn summary(&mut self) -> serde_json::Value {
-        self.samples.sort_unstable();
-        let s = &self.samples;
-        let mean = s.iter().sum::<Duration>() / s.len().max(1) as u32;
-        json!({
-            "p50_us": micros(percentile(s, 0.50)),
-            "p90_us": micros(percentile(s, 0.90)),
-            "p99_us": micros(percentile(s, 0.99)),
-            "mean_us": micros(mean),
-        })
+        latency::summary(&mut self.samples)
     }
 }
 

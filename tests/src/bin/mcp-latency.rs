@@ -18,6 +18,7 @@ use rmcp::model::{CallToolRequestParams, ProtocolVersion};
 use rmcp::service::{ClientLifecycleMode, ClientServiceExt, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
 use serde_json::{Value, json};
+use switchyard_tests::latency;
 
 /// Latency of one MCP tool call: through the proxy, with a new session per call, and on a
 /// reused session.
@@ -143,26 +144,6 @@ impl Probe {
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
-
-fn micros(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
-}
-
-fn summary(samples: &mut [Duration]) -> Value {
-    samples.sort_unstable();
-    let mean = samples.iter().sum::<Duration>() / samples.len().max(1) as u32;
-    json!({
-        "p50_us": micros(percentile(samples, 0.50)),
-        "p90_us": micros(percentile(samples, 0.90)),
-        "p99_us": micros(percentile(samples, 0.99)),
-        "mean_us": micros(mean),
-    })
-}
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -191,9 +172,9 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..calls {
         probe.round(i, true).await?;
     }
-    let proxy = summary(&mut probe.proxy);
-    let per_request = summary(&mut probe.per_request);
-    let reused = summary(&mut probe.reused);
+    let proxy = latency::summary(&mut probe.proxy);
+    let per_request = latency::summary(&mut probe.per_request);
+    let reused = latency::summary(&mut probe.reused);
     let result = json!({
         "benchmark": "mcp_tool_call",
         "tool": probe.args.tool,

@@ -24,6 +24,7 @@ use rmcp::model::{CallToolRequestParams, JsonObject, ProtocolVersion};
 use rmcp::service::{ClientLifecycleMode, ClientServiceExt, Peer, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
 use serde_json::{Value, json};
+use switchyard_tests::latency::percentile_us;
 
 /// Tool-call throughput of MCP gateways and servers.
 #[derive(Parser, Debug)]
@@ -229,14 +230,6 @@ async fn run(
     (all, started.elapsed())
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)].as_secs_f64() * 1e6
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -304,9 +297,9 @@ async fn main() -> anyhow::Result<()> {
             "first_error": tally.first_error,
             "seconds": took.as_secs_f64(),
             "calls_per_s": calls_per_s,
-            "p50_us": percentile(&tally.ok, 0.50),
-            "p90_us": percentile(&tally.ok, 0.90),
-            "p99_us": percentile(&tally.ok, 0.99),
+            "p50_us": percentile_us(&tally.ok, 0.50),
+            "p90_us": percentile_us(&tally.ok, 0.90),
+            "p99_us": percentile_us(&tally.ok, 0.99),
         });
         println!(
             "  {:<24} {:>8.0} calls/s   p50 {:>8.0} µs   p99 {:>8.0} µs   errors {}{}",

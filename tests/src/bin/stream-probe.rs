@@ -32,6 +32,7 @@ use axum::serve::ListenerExt as _;
 use clap::{Parser, Subcommand};
 use futures::StreamExt as _;
 use serde_json::{Value, json};
+use switchyard_tests::latency::percentile_us;
 
 /// Streaming latency and open-stream probes (bench equipment).
 #[derive(Parser, Debug)]
@@ -333,14 +334,6 @@ impl Side {
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)].as_secs_f64() * 1e6
-}
-
 fn summary(samples: &mut [Duration]) -> Value {
     samples.sort_unstable();
     if samples.is_empty() {
@@ -352,11 +345,11 @@ fn summary(samples: &mut [Duration]) -> Value {
         .count();
     json!({
         "n": samples.len(),
-        "p50_us": percentile(samples, 0.50),
-        "p90_us": percentile(samples, 0.90),
-        "p99_us": percentile(samples, 0.99),
-        "p999_us": percentile(samples, 0.999),
-        "max_us": percentile(samples, 1.0),
+        "p50_us": percentile_us(samples, 0.50),
+        "p90_us": percentile_us(samples, 0.90),
+        "p99_us": percentile_us(samples, 0.99),
+        "p999_us": percentile_us(samples, 0.999),
+        "max_us": percentile_us(samples, 1.0),
         "share_over_1ms": over_1ms as f64 / samples.len() as f64,
     })
 }
