@@ -118,11 +118,18 @@ async fn refuse_malformed(request: Request, next: Next) -> Response {
 /// What is wrong with `body` as one JSON-RPC message from a client: the JSON-RPC error code and
 /// message, or `None` when it is one (the same type rmcp reads it as).
 fn json_rpc_problem(body: &[u8]) -> Option<(i32, &'static str)> {
-    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
-        return Some((-32700, "Parse error: the body is not JSON"));
-    };
-    match serde_json::from_value::<ClientJsonRpcMessage>(value) {
+    use serde_json::error::Category;
+    // One pass: the error's category tells unreadable JSON from JSON of the wrong shape.
+    match serde_json::from_slice::<ClientJsonRpcMessage>(body) {
         Ok(_) => None,
+        Err(e)
+            if matches!(
+                e.classify(),
+                Category::Syntax | Category::Eof | Category::Io
+            ) =>
+        {
+            Some((-32700, "Parse error: the body is not JSON"))
+        }
         Err(_) => Some((
             -32600,
             "Invalid Request: the body is not one JSON-RPC 2.0 request, notification or response",
