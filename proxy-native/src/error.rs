@@ -55,6 +55,8 @@ impl IntoResponse for AppError {
                 .headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from(seconds));
         }
+        // For faces that answer errors in another shape (`layers::OpenAiErrorsLayer`).
+        response.extensions_mut().insert(error);
         response
     }
 }

@@ -46,12 +46,23 @@ where
     }
 }
 
-/// Reads the whole body (within the proxy's body limit) for a layer to look at, and gives the
-/// request back with it for the handler.
-pub async fn buffer_body(request: Request) -> Result<(Request, Bytes), AppError> {
-    let (parts, body) = request.into_parts();
-    // `Bytes` honours the `DefaultBodyLimit` of the proxy's layers.
-    let bytes = Bytes::from_request(Request::from_parts(parts.clone(), body), &())
+/// The whole request body as bytes, for handlers that read a wire format of their own; an
+/// oversized body becomes `413 payload_too_large`.
+#[derive(Debug)]
+pub struct ApiBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for ApiBody {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        read_body(req).await.map(ApiBody)
+    }
+}
+
+/// `Bytes` honours the `DefaultBodyLimit` of the proxy's layers; its rejections become the
+/// shared errors.
+async fn read_body(request: Request) -> Result<Bytes, AppError> {
+    Bytes::from_request(request, &())
         .await
         .map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -62,6 +73,13 @@ pub async fn buffer_body(request: Request) -> Result<(Request, Bytes), AppError>
             } else {
                 AppError(ApiError::bad_request(rejection.body_text()))
             }
-        })?;
+        })
+}
+
+/// Reads the whole body (within the proxy's body limit) for a layer to look at, and gives the
+/// request back with it for the handler.
+pub async fn buffer_body(request: Request) -> Result<(Request, Bytes), AppError> {
+    let (parts, body) = request.into_parts();
+    let bytes = read_body(Request::from_parts(parts.clone(), body)).await?;
     Ok((Request::from_parts(parts, Body::from(bytes.clone())), bytes))
 }

@@ -1,20 +1,24 @@
 //! The cross-cutting concerns every route gets, composed in one place (outermost first).
 
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
-use axum::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use axum::http::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::header::{HOST, ORIGIN};
 use axum::http::{HeaderName, HeaderValue, Method, Request, Response};
 use axum::middleware::Next;
 use axum::response::IntoResponse;
+use futures::TryFutureExt;
+use futures::future::{Either, MapOk};
 use switchyard_shared::error::truncate;
-use switchyard_shared::{ApiError, ErrorCode};
-use tower::ServiceBuilder;
+use switchyard_shared::faces::openai;
+use switchyard_shared::{ApiError, ErrorCode, paths};
+use tower::{Layer, Service, ServiceBuilder};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -68,6 +72,9 @@ pub fn apply<S: Clone + Send + Sync + 'static>(
         .option_layer(metrics.enabled().then(|| {
             axum::middleware::from_fn_with_state(metrics.clone(), observability::track_requests)
         }))
+        // Outside every layer that may refuse a request, so that all refusals on the OpenAI
+        // face are in OpenAI's shape.
+        .layer(OpenAiErrorsLayer)
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(HostPolicy::new(&server.allowed_hosts)),
             check_host,
@@ -117,6 +124,61 @@ fn record_response(res: &Response<Body>, latency: Duration, span: &Span) {
     span.record("status", res.status().as_u16());
     span.record("latency_ms", latency.as_millis() as u64);
     tracing::info!("response");
+}
+
+/// Answers errors under `/v1/` in OpenAI's shape (`{"error": {"message", "type", "param",
+/// "code"}}`), whichever layer or handler refused the request: OpenAI's clients read only that
+/// shape. A service of its own rather than `from_fn`, so that other routes pay one path
+/// comparison and nothing more.
+#[derive(Debug, Clone, Copy)]
+struct OpenAiErrorsLayer;
+
+impl<S> Layer<S> for OpenAiErrorsLayer {
+    type Service = OpenAiErrors<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        OpenAiErrors(inner)
+    }
+}
+
+/// The service of [`OpenAiErrorsLayer`].
+#[derive(Debug, Clone)]
+struct OpenAiErrors<S>(S);
+
+type Reshape = fn(Response<Body>) -> Response<Body>;
+
+impl<S, B> Service<Request<B>> for OpenAiErrors<S>
+where
+    S: Service<Request<B>, Response = Response<Body>>,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = Either<S::Future, MapOk<S::Future, Reshape>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        if request.uri().path().starts_with(paths::OPENAI_PREFIX) {
+            Either::Right(self.0.call(request).map_ok(openai_error as Reshape))
+        } else {
+            Either::Left(self.0.call(request))
+        }
+    }
+}
+
+/// Rewrites the body of a response that carries an [`ApiError`] (every error response does,
+/// see `error.rs`); status and headers (`Retry-After`, the request id) stay.
+fn openai_error(response: Response<Body>) -> Response<Body> {
+    let (mut parts, body) = response.into_parts();
+    match parts.extensions.remove::<ApiError>() {
+        Some(error) => {
+            parts.headers.remove(CONTENT_LENGTH);
+            Response::from_parts(parts, Body::from(openai::error_body(&error)))
+        }
+        None => Response::from_parts(parts, body),
+    }
 }
 
 /// `None` (no CORS headers at all) when no origin is configured.

@@ -15,8 +15,9 @@ use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
+use switchyard_shared::faces::openai;
 use switchyard_shared::mcp::McpToolEvent;
-use switchyard_shared::{ApiError, ChatStreamDecoder, StreamEvent};
+use switchyard_shared::{ApiError, ChatStreamDecoder, StreamEvent, sse};
 
 use crate::mcp::ToolEventStream;
 
@@ -34,17 +35,68 @@ impl<E> RelayObserver<E> for () {
     fn event(&mut self, _: &E) {}
 }
 
+/// Writes relayed events in the wire format of the face that serves the stream.
+pub trait FrameEncoder: Send + 'static {
+    /// Appends the SSE frames for `event` to `out`.
+    fn encode(&mut self, event: &StreamEvent, out: &mut String);
+}
+
+/// The proxy's own format: one SSE event per normalized event.
+struct NativeFrames;
+
+impl FrameEncoder for NativeFrames {
+    fn encode(&mut self, event: &StreamEvent, out: &mut String) {
+        out.push_str(&event.to_sse());
+    }
+}
+
+/// OpenAI's `chat.completion.chunk` events, ending with `[DONE]`.
+impl FrameEncoder for openai::ChunkEncoder {
+    fn encode(&mut self, event: &StreamEvent, out: &mut String) {
+        for data in openai::ChunkEncoder::encode(self, event) {
+            out.push_str(&sse::encode(None, &data));
+        }
+    }
+}
+
 /// A `text/event-stream` response carrying the events decoded from `chunks`.
 pub fn sse_response<S>(
     decoder: ChatStreamDecoder,
     chunks: S,
+    observer: impl RelayObserver<StreamEvent>,
+) -> Response
+where
+    S: Stream<Item = Result<Bytes, ApiError>> + Send + 'static,
+{
+    encoded_response(decoder, chunks, observer, NativeFrames)
+}
+
+/// The same relay for the OpenAI-compatible face: the events as `chat.completion.chunk`s.
+pub fn openai_sse_response<S>(
+    decoder: ChatStreamDecoder,
+    chunks: S,
+    observer: impl RelayObserver<StreamEvent>,
+    encoder: openai::ChunkEncoder,
+) -> Response
+where
+    S: Stream<Item = Result<Bytes, ApiError>> + Send + 'static,
+{
+    encoded_response(decoder, chunks, observer, encoder)
+}
+
+fn encoded_response<S>(
+    decoder: ChatStreamDecoder,
+    chunks: S,
     mut observer: impl RelayObserver<StreamEvent>,
+    encoder: impl FrameEncoder,
 ) -> Response
 where
     S: Stream<Item = Result<Bytes, ApiError>> + Send + 'static,
 {
     observer.started();
-    event_stream_response(Body::from_stream(sse_frames(decoder, chunks, observer)))
+    event_stream_response(Body::from_stream(encoded_frames(
+        decoder, chunks, observer, encoder,
+    )))
 }
 
 /// A `text/event-stream` response carrying a tool call's events, one write per event as it
@@ -88,19 +140,22 @@ pub fn event_stream_response(body: Body) -> Response {
 
 /// The SSE frames for `chunks`: one write per upstream chunk that completes events, and always a
 /// terminal event (`finish` or `error`) last.
-pub fn sse_frames<S, O>(
+fn encoded_frames<S, O, E>(
     decoder: ChatStreamDecoder,
     chunks: S,
     observer: O,
+    encoder: E,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static
 where
     S: Stream<Item = Result<Bytes, ApiError>> + Send + 'static,
     O: RelayObserver<StreamEvent>,
+    E: FrameEncoder,
 {
     let relay = Relay {
         decoder,
         chunks: Box::pin(chunks),
         observer,
+        encoder,
     };
     futures::stream::unfold(Some(relay), |state| async move {
         let mut relay = state?;
@@ -112,19 +167,23 @@ where
         for event in &events {
             relay.observer.event(event);
         }
-        let frame: String = events.iter().map(StreamEvent::to_sse).collect();
+        let mut frame = String::new();
+        for event in &events {
+            relay.encoder.encode(event, &mut frame);
+        }
         // After the terminal event the relay is dropped, which releases the upstream at once.
         Some((Ok(Bytes::from(frame)), (!terminal).then_some(relay)))
     })
 }
 
-struct Relay<S, O> {
+struct Relay<S, O, E> {
     decoder: ChatStreamDecoder,
     chunks: std::pin::Pin<Box<S>>,
     observer: O,
+    encoder: E,
 }
 
-impl<S, O> Relay<S, O>
+impl<S, O, E> Relay<S, O, E>
 where
     S: Stream<Item = Result<Bytes, ApiError>>,
 {
@@ -159,7 +218,7 @@ mod tests {
 
     async fn relay(chunks: Vec<Result<Bytes, ApiError>>) -> Vec<StreamEvent> {
         let decoder = ChatStreamDecoder::new(WireFormat::Provider(ProviderKind::OpenAi), Some("p"));
-        let frames = sse_frames(decoder, futures::stream::iter(chunks), ())
+        let frames = encoded_frames(decoder, futures::stream::iter(chunks), (), NativeFrames)
             .collect::<Vec<_>>()
             .await;
         decode(frames)
@@ -222,10 +281,11 @@ mod tests {
                 "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n",
             ),
         ];
-        let mut frames = std::pin::pin!(sse_frames(
+        let mut frames = std::pin::pin!(encoded_frames(
             decoder,
             futures::stream::iter(chunks).chain(futures::stream::pending()),
             Observer(seen.clone()),
+            NativeFrames,
         ));
         let mut sent = Vec::new();
         while let Some(frame) = frames.next().await {

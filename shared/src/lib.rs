@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod chat;
 pub mod error;
+pub mod faces;
 mod json;
 pub mod mcp;
 pub mod providers;

@@ -38,6 +38,12 @@ pub mod paths {
     pub const MCP_LIST_PROMPTS: &str = "/api/mcp/listPrompts";
     /// `POST`: get a prompt with its arguments filled in.
     pub const MCP_GET_PROMPT: &str = "/api/mcp/getPrompt";
+    /// Where the OpenAI-compatible face begins; errors under it take OpenAI's shape.
+    pub const OPENAI_PREFIX: &str = "/v1/";
+    /// `POST`: OpenAI's Chat Completions, streamed or not, for any configured provider.
+    pub const OPENAI_CHAT_COMPLETIONS: &str = "/v1/chat/completions";
+    /// `GET`: the models the caller may use, in OpenAI's list format.
+    pub const OPENAI_MODELS: &str = "/v1/models";
 }
 
 /// An HTTP method.

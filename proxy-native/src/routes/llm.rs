@@ -5,7 +5,8 @@ use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use switchyard_shared::{ChatRequest, ChatResponse, ModelList, paths};
+use bytes::Bytes;
+use switchyard_shared::{ApiError, ChatRequest, ChatResponse, ChatStreamDecoder, ModelList, paths};
 
 use crate::auth::Caller;
 use crate::error::AppError;
@@ -29,14 +30,42 @@ async fn chat(
     budget: Budget,
     ApiJson(req): ApiJson<ChatRequest>,
 ) -> Result<Json<ChatResponse>, AppError> {
+    Ok(Json(complete(&state, facts, &caller, &budget, &req).await?))
+}
+
+async fn stream(
+    State(state): State<AppState>,
+    facts: RequestFacts,
+    caller: Caller,
+    budget: Budget,
+    ApiJson(req): ApiJson<ChatRequest>,
+) -> Result<Response, AppError> {
+    let opened = open_stream(&state, facts, &caller, budget, &req).await?;
+    // The audit record goes with the stream and writes its line when the stream ends.
+    Ok(stream_relay::sse_response(
+        opened.decoder,
+        opened.chunks,
+        opened.audit,
+    ))
+}
+
+/// One non-streamed chat, audited and counted against the caller's budget: what every face
+/// of the proxy answers a chat with.
+pub(super) async fn complete(
+    state: &AppState,
+    facts: RequestFacts,
+    caller: &Caller,
+    budget: &Budget,
+    req: &ChatRequest,
+) -> Result<ChatResponse, ApiError> {
     // Refusals are audited too: the record is made first.
-    let audit = ChatAudit::new(facts, &req, false);
+    let audit = ChatAudit::new(facts, req, false);
     if let Err(error) = caller.scopes().check_model(&req.model) {
         audit.finish(Err(&error));
-        return Err(error.into());
+        return Err(error);
     }
     let result = async {
-        let prepared = state.routes().chat(&req, false)?;
+        let prepared = state.routes().chat(req, false)?;
         let reply = state.upstream().fetch(&prepared).await?;
         prepared.decode_response(reply.status, reply.retry_after.as_deref(), &reply.body)
     }
@@ -48,19 +77,33 @@ async fn chat(
     {
         state
             .limiter()
-            .tokens(&budget, u64::from(usage.total_tokens));
+            .tokens(budget, u64::from(usage.total_tokens));
     }
-    Ok(Json(result?))
+    result
 }
 
-async fn stream(
-    State(state): State<AppState>,
+/// A started upstream stream, with what relays it: the decoder of its format and the audit
+/// record, which holds the caller's stream place and writes its line when the stream ends.
+pub(super) struct OpenedStream {
+    pub(super) decoder: ChatStreamDecoder,
+    pub(super) chunks: UpstreamChunks,
+    pub(super) audit: Metered<ChatAudit>,
+}
+
+/// The body of an upstream stream, chunk by chunk.
+pub(super) type UpstreamChunks =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<Bytes, ApiError>> + Send>>;
+
+/// Starts a streamed chat: scope and stream-limit checks, then the upstream request up to its
+/// response headers. A failure before the stream began is an ordinary error with its own status.
+pub(super) async fn open_stream(
+    state: &AppState,
     facts: RequestFacts,
-    caller: Caller,
+    caller: &Caller,
     budget: Budget,
-    ApiJson(req): ApiJson<ChatRequest>,
-) -> Result<Response, AppError> {
-    let audit = ChatAudit::new(facts, &req, true);
+    req: &ChatRequest,
+) -> Result<OpenedStream, ApiError> {
+    let audit = ChatAudit::new(facts, req, true);
     // Before the upstream is asked: a caller out of scope or over their open streams costs
     // nothing upstream (and is audited).
     let permit = caller
@@ -71,15 +114,14 @@ async fn stream(
         Ok(permit) => permit,
         Err(error) => {
             audit.finish(Err(&error));
-            return Err(error.into());
+            return Err(error);
         }
     };
     let audit = Metered::new(state.limiter(), budget, permit, audit);
     let started = async {
-        let prepared = state.routes().chat(&req, true)?;
+        let prepared = state.routes().chat(req, true)?;
         let upstream = state.upstream().send(&prepared).await?;
         if !upstream.is_success() {
-            // A failure before the stream began is an ordinary JSON error with its own status.
             let reply = upstream.collect().await?;
             return Err(prepared.decode_error(
                 reply.status,
@@ -90,19 +132,17 @@ async fn stream(
         Ok((prepared, upstream))
     }
     .await;
-    let (prepared, upstream) = match started {
-        Ok(started) => started,
+    match started {
+        Ok((prepared, upstream)) => Ok(OpenedStream {
+            decoder: prepared.stream_decoder(),
+            chunks: Box::pin(upstream.into_chunks()),
+            audit,
+        }),
         Err(error) => {
             audit.into_inner().finish(Err(&error));
-            return Err(error.into());
+            Err(error)
         }
-    };
-    // The audit record goes with the stream and writes its line when the stream ends.
-    Ok(stream_relay::sse_response(
-        prepared.stream_decoder(),
-        upstream.into_chunks(),
-        audit,
-    ))
+    }
 }
 
 /// Only the providers and models the caller may use.

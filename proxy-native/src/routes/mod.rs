@@ -6,6 +6,7 @@ mod health;
 mod llm;
 mod mcp;
 mod mock;
+mod openai;
 mod page;
 
 use axum::Router;
@@ -20,6 +21,7 @@ use crate::state::AppState;
 pub fn router(state: AppState) -> Router {
     let routes = Router::new()
         .merge(llm::routes())
+        .merge(openai::routes())
         .merge(mcp::routes())
         .merge(builtin_mcp::routes(&state))
         .merge(health::routes(&state))
