@@ -15,7 +15,8 @@ RESULTS="$ROOT/bench/results"
 TOOLS="$WORK/tools"
 mkdir -p "$WORK" "$RESULTS" "$TOOLS"
 export PATH="$TOOLS/bin:$ROOT/node_modules/.bin:$PATH"
-RELEASE="$ROOT/target/release"
+# The binaries are where cargo put them: a CARGO_TARGET_DIR of the caller's is honoured.
+RELEASE="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 
 # Two cores: the load generator (client side) on one, the system under test (proxy, upstream,
 # peers) on the other, so the client's work never steals the server's core. With more cores

@@ -66,12 +66,20 @@ def rows(path, limit):
     except OSError:
         pass
     return out[:limit]
+# A profile of error answers (a proxy that cannot reach its upstream, say) profiles the wrong
+# path: the rate counts 2xx answers only, and any other answer marks the profile as failed.
+codes = {}
 try:
     oha = json.load(open(f"{work}/perf-oha.json"))
-    rps = oha["summary"]["requestsPerSec"]
+    codes = oha.get("statusCodeDistribution") or {}
+    ok = sum(n for code, n in codes.items() if code.startswith("2"))
+    total = sum(codes.values())
+    rps = oha["summary"]["requestsPerSec"] * ok / total if total else None
+    if status == "ok" and ok < total:
+        status = f"{total - ok} of {total} answers were not 2xx: {codes}"
 except (OSError, ValueError, KeyError):
     rps = None
-print(json.dumps({"status": status, "rps_during_profile": rps,
+print(json.dumps({"status": status, "rps_during_profile": rps, "status_codes": codes,
                   "top_symbols": rows(f"{work}/perf-symbols.txt", 30),
                   "by_object": rows(f"{work}/perf-dso.txt", 10)}))
 PY

@@ -454,9 +454,9 @@ def perf_section(doc):
     alloc = sum(
         r["percent"]
         for r in p.get("top_symbols", [])
-        if re.match(r"(_int_)?(malloc|free|realloc|cfree)|malloc_consolidate|unlink_chunk|__libc_(malloc|free|realloc)", clean_symbol(r["name"]))
+        if re.match(r"(_int_)?(malloc|free|realloc|cfree)|malloc_consolidate|unlink_chunk|__libc_(malloc|free|realloc)|_?mi_", clean_symbol(r["name"]))
     )
-    out.append(f"\nglibc's allocator (malloc, free, realloc and their internals) among the functions above: {alloc:.1f} % of the proxy's samples.")
+    out.append(f"\nThe allocator (mimalloc's `mi_*`, or glibc's malloc and free) among the functions above: {alloc:.1f} % of the proxy's samples.")
     if p.get("by_object"):
         out.append("\nBy object:\n")
         out.append(table(["self %", "object"], [[f"{r['percent']:.2f} %", f"`{r['name']}`"] for r in p["by_object"]]))

@@ -38,6 +38,32 @@ pub struct Upstream {
     /// One permit per upstream request in flight, held until its body is read or dropped.
     in_flight: Arc<Semaphore>,
     max_in_flight: usize,
+    urls: Arc<UrlCache>,
+}
+
+/// Upstream URLs parsed once. The route table builds every URL from a configured base URL and a
+/// path, so there are few of them; parsing one per request (IDNA processing included) was a
+/// visible share of the proxy's CPU under load (`cargo xtask bench perf`).
+#[derive(Debug, Default)]
+struct UrlCache(std::sync::RwLock<HashMap<String, reqwest::Url>>);
+
+/// Beyond this many distinct URLs (a path naming a model, say) the rest are parsed every time.
+const MAX_CACHED_URLS: usize = 256;
+
+impl UrlCache {
+    fn parse(&self, url: &str) -> Result<reqwest::Url, ApiError> {
+        if let Some(parsed) = self.0.read().ok().and_then(|urls| urls.get(url).cloned()) {
+            return Ok(parsed);
+        }
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|_| ApiError::internal("the route table built an invalid URL"))?;
+        if let Ok(mut urls) = self.0.write()
+            && urls.len() < MAX_CACHED_URLS
+        {
+            urls.insert(url.to_owned(), parsed.clone());
+        }
+        Ok(parsed)
+    }
 }
 
 /// An upstream answer whose headers have arrived and whose body has not been read.
@@ -102,6 +128,7 @@ impl Upstream {
             total: config.request_timeout(),
             in_flight: Arc::new(Semaphore::new(config.max_concurrent_requests)),
             max_in_flight: config.max_concurrent_requests,
+            urls: Arc::default(),
         })
     }
 
@@ -144,7 +171,10 @@ impl Upstream {
         let first_byte = self.first_byte.saturating_sub(waited.elapsed());
         let exchange = async {
             match in_process {
-                Some(router) => send_in_process(router, &prepared.http).await,
+                Some(router) => {
+                    let url = self.urls.parse(&prepared.http.url)?;
+                    send_in_process(router, &url, &prepared.http).await
+                }
                 None => {
                     let request = self.build(&prepared.http)?;
                     let response = request.send().await.map_err(|e| send_error(&provider, e))?;
@@ -236,7 +266,8 @@ impl Upstream {
             value.set_sensitive(true);
             headers.insert(name, value);
         }
-        let mut builder = self.client.request(method, &http.url).headers(headers);
+        let url = self.urls.parse(&http.url)?;
+        let mut builder = self.client.request(method, url).headers(headers);
         if let Some(body) = &http.body {
             builder = builder.body(body.clone());
         }
@@ -264,10 +295,12 @@ fn http_response(response: reqwest::Response) -> Answer {
 
 /// Hands the request to an in-process provider's router: the same method, path, headers and
 /// body that would go over the network.
-async fn send_in_process(router: &Router, http: &HttpRequest) -> Result<Answer, ApiError> {
-    // The route table made this URL; only its path and query matter to the router.
-    let url = reqwest::Url::parse(&http.url)
-        .map_err(|_| ApiError::internal("the route table built an invalid URL"))?;
+async fn send_in_process(
+    router: &Router,
+    url: &reqwest::Url,
+    http: &HttpRequest,
+) -> Result<Answer, ApiError> {
+    // Only the path and query of the URL the route table made matter to the router.
     let path = match url.query() {
         Some(query) => format!("{}?{query}", url.path()),
         None => url.path().to_owned(),
@@ -436,5 +469,22 @@ mod tests {
         let error = prepared.decode_error(reply.status, None, &reply.body);
         assert_eq!(error.code, ErrorCode::NotFound);
         assert!(error.message.contains("/v1/embeddings"), "{error:?}");
+    }
+
+    #[test]
+    fn parsed_urls_are_kept_up_to_a_bound() {
+        let cache = UrlCache::default();
+        let url = "http://127.0.0.1:8080/v1/chat/completions?x=1";
+        let first = cache.parse(url).unwrap();
+        assert_eq!(first.as_str(), url);
+        assert_eq!(cache.parse(url).unwrap(), first);
+        assert_eq!(cache.0.read().unwrap().len(), 1);
+        for i in 0..MAX_CACHED_URLS + 10 {
+            let url = format!("http://127.0.0.1:8080/v1/models/m{i}");
+            assert_eq!(cache.parse(&url).unwrap().as_str(), url);
+        }
+        assert_eq!(cache.0.read().unwrap().len(), MAX_CACHED_URLS);
+        let error = cache.parse("not a url").unwrap_err();
+        assert_eq!(error.code, ErrorCode::Internal);
     }
 }
