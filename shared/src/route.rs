@@ -310,6 +310,7 @@ fn check_http_url(url: &str, what: &str) -> Result<(), ApiError> {
 /// The body of `GET /api/llm/models`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "wasm", derive(Tsify))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModelList {
     /// Configured providers.
     pub providers: Vec<ProviderInfo>,
@@ -318,6 +319,7 @@ pub struct ModelList {
 /// One configured provider, without its address or key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "wasm", derive(Tsify))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProviderInfo {
     /// The name used in model ids.
     pub name: String,

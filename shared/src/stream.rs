@@ -19,6 +19,7 @@ use crate::sse::{SseDecoder, SseEvent};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "wasm", derive(Tsify))]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum StreamEvent {
     /// The answer has begun.
     Start {

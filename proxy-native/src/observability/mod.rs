@@ -31,10 +31,12 @@ pub const READY: &str = "/readyz";
 pub const METRICS: &str = "/metrics";
 
 /// Whether `path` is answered without client credentials: the probes (`/healthz`, `/readyz`:
-/// orchestrators hold no client key) always, `/metrics` when `metrics_public` is set.
+/// orchestrators hold no client key) and the API description (`/openapi.json`, which names no
+/// upstream, key or server) always, `/metrics` when `metrics_public` is set.
 pub fn exempt_from_auth(path: &str, config: &ObservabilityConfig) -> bool {
     path == switchyard_shared::paths::HEALTH
         || path == READY
+        || path == crate::routes::openapi::OPENAPI_PATH
         || (path == METRICS && config.metrics_public)
 }
 

@@ -30,7 +30,15 @@ pub(super) fn routes(state: &AppState) -> Router<AppState> {
 }
 
 /// Liveness: the process answers; upstreams are not looked at.
-async fn healthz() -> Json<Value> {
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    summary = "Liveness",
+    responses((status = 200, description = "`{\"status\": \"ok\"}`", body = Object)),
+    security(()),
+)]
+pub(super) async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 

@@ -6,7 +6,10 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
-use switchyard_shared::{ApiError, ChatRequest, ChatResponse, ChatStreamDecoder, ModelList, paths};
+use switchyard_shared::{
+    ApiError, ChatRequest, ChatResponse, ChatStreamDecoder, ErrorBody, ModelList, StreamEvent,
+    paths,
+};
 
 use crate::auth::Caller;
 use crate::error::AppError;
@@ -23,6 +26,19 @@ pub(super) fn routes() -> Router<AppState> {
         .route(paths::LLM_MODELS, get(models))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/llm/chat",
+    tag = "llm",
+    summary = "A chat completion from any configured provider",
+    request_body = ChatRequest,
+    responses(
+        (status = 200, description = "The complete answer", body = ChatResponse),
+        (status = "4XX", description = "Refused: the body names the code (bad_request, unauthorized, forbidden, not_found, payload_too_large, rate_limited, ...)", body = ErrorBody),
+        (status = "5XX", description = "The upstream failed or timed out (upstream_error, upstream_timeout, ...)", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 async fn chat(
     State(state): State<AppState>,
     facts: RequestFacts,
@@ -33,6 +49,19 @@ async fn chat(
     Ok(Json(complete(&state, facts, &caller, &budget, &req).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/llm/stream",
+    tag = "llm",
+    summary = "A streamed chat completion",
+    request_body = ChatRequest,
+    responses(
+        (status = 200, description = "`text/event-stream`: one `data:` event per StreamEvent, ending with `finish` or `error`", body = StreamEvent, content_type = "text/event-stream"),
+        (status = "4XX", description = "Refused: the body names the code (bad_request, unauthorized, forbidden, not_found, payload_too_large, rate_limited, ...)", body = ErrorBody),
+        (status = "5XX", description = "The upstream failed or timed out (upstream_error, upstream_timeout, ...)", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 async fn stream(
     State(state): State<AppState>,
     facts: RequestFacts,
@@ -145,6 +174,18 @@ pub(super) async fn open_stream(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/llm/models",
+    tag = "llm",
+    summary = "The providers and models the caller may use",
+    responses(
+        (status = 200, description = "Configured providers, without addresses or keys", body = ModelList),
+        (status = "4XX", description = "Refused: the body names the code (bad_request, unauthorized, forbidden, not_found, payload_too_large, rate_limited, ...)", body = ErrorBody),
+        (status = "5XX", description = "The upstream failed or timed out (upstream_error, upstream_timeout, ...)", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 /// Only the providers and models the caller may use.
 async fn models(State(state): State<AppState>, caller: Caller) -> Json<ModelList> {
     Json(caller.scopes().filter_models(state.models()))

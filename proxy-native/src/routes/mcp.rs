@@ -11,9 +11,9 @@ use rmcp::model::{
     ReadResourceResult,
 };
 use switchyard_shared::mcp::{
-    McpGetPrompt, McpListQuery, McpReadResource, McpServerList, McpToolCall,
+    McpGetPrompt, McpListQuery, McpReadResource, McpServerList, McpToolCall, McpToolEvent,
 };
-use switchyard_shared::{ApiError, paths};
+use switchyard_shared::{ApiError, ErrorBody, paths};
 use tracing::{Instrument, Span};
 
 use crate::auth::Caller;
@@ -50,11 +50,36 @@ fn counted(state: &AppState, server: &str, error: &ApiError) {
         .record_mcp_error(server, error.code);
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/mcp/servers",
+    tag = "mcp",
+    summary = "The MCP servers the caller may use",
+    responses(
+        (status = 200, description = "Configured servers, without addresses or commands", body = McpServerList),
+        (status = "4XX", description = "Refused: the body names the code (bad_request, unauthorized, forbidden, not_found, payload_too_large, rate_limited, ...)", body = ErrorBody),
+        (status = "5XX", description = "The upstream failed or timed out (upstream_error, upstream_timeout, ...)", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 /// Only the servers the caller may use.
 async fn servers(State(state): State<AppState>, caller: Caller) -> Json<McpServerList> {
     Json(caller.scopes().filter_servers(state.mcp().servers()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/mcp/listTools",
+    tag = "mcp",
+    summary = "One page of a server's tools",
+    params(McpListQuery),
+    responses(
+        (status = 200, description = "MCP `ListToolsResult`", body = Object),
+        (status = "4XX", description = "Refused: the body names the code (bad_request, unauthorized, forbidden, not_found, payload_too_large, rate_limited, ...)", body = ErrorBody),
+        (status = "5XX", description = "The upstream failed or timed out (upstream_error, upstream_timeout, ...)", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 async fn list_tools(
     State(state): State<AppState>,
     caller: Caller,
@@ -73,6 +98,19 @@ async fn list_tools(
     Ok(Json(page))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/mcp/tool",
+    tag = "mcp",
+    summary = "Calls a tool",
+    request_body = McpToolCall,
+    responses(
+        (status = 200, description = "MCP `CallToolResult` (a tool-level failure has `isError: true`)", body = Object),
+        (status = "4XX", description = "Refused: the body names the code (bad_request, unauthorized, forbidden, not_found, payload_too_large, rate_limited, ...)", body = ErrorBody),
+        (status = "5XX", description = "The upstream failed or timed out (upstream_error, upstream_timeout, ...)", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 async fn call_tool(
     State(state): State<AppState>,
     facts: RequestFacts,
@@ -95,6 +133,19 @@ async fn call_tool(
     Ok(Json(result?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/mcp/tool/stream",
+    tag = "mcp",
+    summary = "Calls a tool, streaming its progress",
+    request_body = McpToolCall,
+    responses(
+        (status = 200, description = "`text/event-stream`: `progress` events, then one `result` or `error`", body = McpToolEvent, content_type = "text/event-stream"),
+        (status = "4XX", description = "Refused: the body names the code (bad_request, unauthorized, forbidden, not_found, payload_too_large, rate_limited, ...)", body = ErrorBody),
+        (status = "5XX", description = "The upstream failed or timed out (upstream_error, upstream_timeout, ...)", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 async fn call_tool_stream(
     State(state): State<AppState>,
     facts: RequestFacts,
@@ -132,6 +183,19 @@ async fn call_tool_stream(
     Ok(stream_relay::tool_event_response(events, audit))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/mcp/listResources",
+    tag = "mcp",
+    summary = "One page of a server's resources",
+    params(McpListQuery),
+    responses(
+        (status = 200, description = "MCP `ListResourcesResult`", body = Object),
+        (status = "4XX", description = "Refused: the body names the code (bad_request, unauthorized, forbidden, not_found, payload_too_large, rate_limited, ...)", body = ErrorBody),
+        (status = "5XX", description = "The upstream failed or timed out (upstream_error, upstream_timeout, ...)", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 async fn list_resources(
     State(state): State<AppState>,
     caller: Caller,
@@ -148,6 +212,19 @@ async fn list_resources(
     Ok(Json(page))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/mcp/readResource",
+    tag = "mcp",
+    summary = "Reads a resource",
+    request_body = McpReadResource,
+    responses(
+        (status = 200, description = "MCP `ReadResourceResult`", body = Object),
+        (status = "4XX", description = "Refused: the body names the code (bad_request, unauthorized, forbidden, not_found, payload_too_large, rate_limited, ...)", body = ErrorBody),
+        (status = "5XX", description = "The upstream failed or timed out (upstream_error, upstream_timeout, ...)", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 async fn read_resource(
     State(state): State<AppState>,
     caller: Caller,
@@ -164,6 +241,19 @@ async fn read_resource(
     Ok(Json(result))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/mcp/listPrompts",
+    tag = "mcp",
+    summary = "One page of a server's prompts",
+    params(McpListQuery),
+    responses(
+        (status = 200, description = "MCP `ListPromptsResult`", body = Object),
+        (status = "4XX", description = "Refused: the body names the code (bad_request, unauthorized, forbidden, not_found, payload_too_large, rate_limited, ...)", body = ErrorBody),
+        (status = "5XX", description = "The upstream failed or timed out (upstream_error, upstream_timeout, ...)", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 async fn list_prompts(
     State(state): State<AppState>,
     caller: Caller,
@@ -180,6 +270,19 @@ async fn list_prompts(
     Ok(Json(page))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/mcp/getPrompt",
+    tag = "mcp",
+    summary = "Gets a prompt with its arguments filled in",
+    request_body = McpGetPrompt,
+    responses(
+        (status = 200, description = "MCP `GetPromptResult`", body = Object),
+        (status = "4XX", description = "Refused: the body names the code (bad_request, unauthorized, forbidden, not_found, payload_too_large, rate_limited, ...)", body = ErrorBody),
+        (status = "5XX", description = "The upstream failed or timed out (upstream_error, upstream_timeout, ...)", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 async fn get_prompt(
     State(state): State<AppState>,
     caller: Caller,

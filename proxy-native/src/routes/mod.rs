@@ -7,6 +7,7 @@ mod llm;
 mod mcp;
 mod mock;
 mod openai;
+pub mod openapi;
 mod page;
 
 use axum::Router;
@@ -22,6 +23,7 @@ pub fn router(state: AppState) -> Router {
     let routes = Router::new()
         .merge(llm::routes())
         .merge(openai::routes())
+        .merge(openapi::routes())
         .merge(mcp::routes())
         .merge(builtin_mcp::routes(&state))
         .merge(health::routes(&state))

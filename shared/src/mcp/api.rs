@@ -13,6 +13,7 @@ use crate::error::ApiError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "wasm", derive(Tsify))]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum McpTransport {
     /// A child process speaking JSON-RPC on stdin/stdout.
     Stdio,
@@ -27,6 +28,7 @@ pub enum McpTransport {
 /// One MCP server a client may use, without its address or command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "wasm", derive(Tsify))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct McpServerInfo {
     /// The name clients use.
     pub name: String,
@@ -37,6 +39,7 @@ pub struct McpServerInfo {
 /// The body of `GET /api/mcp/servers`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "wasm", derive(Tsify))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct McpServerList {
     /// Configured servers.
     pub servers: Vec<McpServerInfo>,
@@ -45,6 +48,7 @@ pub struct McpServerList {
 /// The query of the list routes (`listTools`, `listResources`, `listPrompts`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 pub struct McpListQuery {
     /// The configured server name.
     pub server: String,
@@ -56,6 +60,7 @@ pub struct McpListQuery {
 /// The body of `POST /api/mcp/tool` and `POST /api/mcp/tool/stream`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct McpToolCall {
     /// The configured server name.
     pub server: String,
@@ -63,12 +68,14 @@ pub struct McpToolCall {
     pub name: String,
     /// The tool's arguments (a JSON object).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub arguments: Option<JsonObject>,
 }
 
 /// The body of `POST /api/mcp/readResource`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct McpReadResource {
     /// The configured server name.
     pub server: String,
@@ -79,6 +86,7 @@ pub struct McpReadResource {
 /// The body of `POST /api/mcp/getPrompt`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct McpGetPrompt {
     /// The configured server name.
     pub server: String,
@@ -86,6 +94,7 @@ pub struct McpGetPrompt {
     pub name: String,
     /// The prompt's arguments (MCP prompt arguments are strings).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<HashMap<String, String>>))]
     pub arguments: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
@@ -93,6 +102,7 @@ pub struct McpGetPrompt {
 /// of `progress`, then exactly one `result` or `error`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum McpToolEvent {
     /// The server reported progress.
     Progress {
@@ -108,6 +118,7 @@ pub enum McpToolEvent {
     /// The call completed (a tool-level failure is a result with `isError: true`).
     Result {
         /// The tool's result, as MCP defines it.
+        #[cfg_attr(feature = "openapi", schema(value_type = Object))]
         result: CallToolResult,
     },
     /// The call failed.

@@ -17,6 +17,7 @@ use crate::stream::StreamEvent;
 /// The wire format a provider speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "wasm", derive(Tsify))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ProviderKind {
     /// OpenAI chat completions: OpenAI, Ollama, vLLM, llama.cpp server, LM Studio, OpenRouter, Groq...
     #[serde(rename = "openai")]
