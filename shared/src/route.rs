@@ -261,7 +261,7 @@ impl RouteTable {
                         )
                     })?;
                 Ok(PreparedRequest {
-                    http: providers::build_chat(endpoint, id.model, req, stream),
+                    http: providers::build_chat(endpoint, id.model, req, stream)?,
                     format: WireFormat::Provider(endpoint.kind),
                     provider: Some(endpoint.name.clone()),
                 })

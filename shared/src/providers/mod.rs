@@ -1,6 +1,7 @@
 //! Provider translation: one module per wire format ("kind"). Adding a provider is one module here
 //! plus one arm in each `match` below; both SDK modes and the proxy get it at once.
 
+pub mod anthropic;
 pub mod openai;
 
 use serde::{Deserialize, Serialize};
@@ -22,6 +23,9 @@ pub enum ProviderKind {
     /// OpenAI chat completions: OpenAI, Ollama, vLLM, llama.cpp server, LM Studio, OpenRouter, Groq...
     #[serde(rename = "openai")]
     OpenAi,
+    /// Anthropic's Messages API.
+    #[serde(rename = "anthropic")]
+    Anthropic,
 }
 
 impl ProviderKind {
@@ -29,19 +33,22 @@ impl ProviderKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ProviderKind::OpenAi => "openai",
+            ProviderKind::Anthropic => "anthropic",
         }
     }
 }
 
-/// Builds the upstream request for `model` (the part after `"<provider>/"`).
+/// Builds the upstream request for `model` (the part after `"<provider>/"`); refuses what the
+/// provider's format cannot express.
 pub(crate) fn build_chat(
     endpoint: &ProviderEndpoint,
     model: &str,
     req: &ChatRequest,
     stream: bool,
-) -> HttpRequest {
+) -> Result<HttpRequest, ApiError> {
     match endpoint.kind {
-        ProviderKind::OpenAi => openai::build_chat(endpoint, model, req, stream),
+        ProviderKind::OpenAi => Ok(openai::build_chat(endpoint, model, req, stream)),
+        ProviderKind::Anthropic => anthropic::build_chat(endpoint, model, req, stream),
     }
 }
 
@@ -53,6 +60,7 @@ pub(crate) fn parse_chat_response(
 ) -> Result<ChatResponse, ApiError> {
     match kind {
         ProviderKind::OpenAi => openai::parse_chat_response(provider, body),
+        ProviderKind::Anthropic => anthropic::parse_chat_response(provider, body),
     }
 }
 
@@ -60,6 +68,7 @@ pub(crate) fn parse_chat_response(
 pub(crate) fn error_message(kind: ProviderKind, body: &[u8]) -> Option<String> {
     match kind {
         ProviderKind::OpenAi => openai::error_message(body),
+        ProviderKind::Anthropic => anthropic::error_message(body),
     }
 }
 
@@ -68,12 +77,17 @@ pub(crate) fn error_message(kind: ProviderKind, body: &[u8]) -> Option<String> {
 pub enum ProviderStreamDecoder {
     /// OpenAI chat completion chunks.
     OpenAi(openai::StreamDecoder),
+    /// Anthropic message stream events.
+    Anthropic(anthropic::StreamDecoder),
 }
 
 /// A fresh decoder for a provider's stream; `provider` is the configured name.
 pub(crate) fn stream_decoder(kind: ProviderKind, provider: &str) -> ProviderStreamDecoder {
     match kind {
         ProviderKind::OpenAi => ProviderStreamDecoder::OpenAi(openai::StreamDecoder::new(provider)),
+        ProviderKind::Anthropic => {
+            ProviderStreamDecoder::Anthropic(anthropic::StreamDecoder::new(provider))
+        }
     }
 }
 
@@ -82,6 +96,7 @@ impl ProviderStreamDecoder {
     pub(crate) fn on_event(&mut self, event: &SseEvent, out: &mut Vec<StreamEvent>) {
         match self {
             ProviderStreamDecoder::OpenAi(d) => d.on_event(event, out),
+            ProviderStreamDecoder::Anthropic(d) => d.on_event(event, out),
         }
     }
 
@@ -89,6 +104,7 @@ impl ProviderStreamDecoder {
     pub(crate) fn on_end(&mut self, out: &mut Vec<StreamEvent>) {
         match self {
             ProviderStreamDecoder::OpenAi(d) => d.on_end(out),
+            ProviderStreamDecoder::Anthropic(d) => d.on_end(out),
         }
     }
 }
