@@ -3,8 +3,10 @@
 //! The centrepiece is [`fake_llm`], a deterministic, scripted implementation of
 //! the OpenAI chat-completions wire format that integration and browser tests
 //! point the proxy (or the SDK) at instead of a real provider. [`mcp_server`] is its MCP
-//! counterpart: an `rmcp` server with deterministic tools, resources and prompts.
+//! counterpart: an `rmcp` server with deterministic tools, resources and prompts, and
+//! [`fake_anthropic`] speaks Anthropic's Messages API.
 
+pub mod fake_anthropic;
 pub mod fake_llm;
 pub mod latency;
 pub mod mcp_server;
