@@ -138,9 +138,9 @@ fn conversation(messages: &[Message]) -> Result<(Option<String>, Vec<OutMessage<
                         .iter()
                         .map(|part| match part {
                             ContentPart::Text { text } => Ok(OutBlock::Text { text }),
-                            ContentPart::ImageUrl { url, .. } => {
-                                Ok(OutBlock::Image { source: image(url)? })
-                            }
+                            ContentPart::ImageUrl { url, .. } => Ok(OutBlock::Image {
+                                source: image(url)?,
+                            }),
                         })
                         .collect::<Result<_, ApiError>>()?,
                 },
@@ -639,7 +639,10 @@ impl StreamDecoder {
         // Blocks a server never stopped are complete with the message.
         let mut open = std::mem::take(&mut self.calls);
         open.sort_by_key(|c| c.index);
-        for OpenCall { index, mut call, .. } in open {
+        for OpenCall {
+            index, mut call, ..
+        } in open
+        {
             if call.arguments.trim().is_empty() {
                 call.arguments = "{}".to_owned();
             }
@@ -761,7 +764,8 @@ mod tests {
 
     #[test]
     fn what_anthropic_cannot_do_is_refused_by_name() {
-        let base = json!({"model": "claude/sonnet", "messages": [{"role": "user", "content": "hi"}]});
+        let base =
+            json!({"model": "claude/sonnet", "messages": [{"role": "user", "content": "hi"}]});
         for (field, value) in [
             ("seed", json!(1)),
             ("presence_penalty", json!(0.1)),
@@ -894,7 +898,10 @@ mod tests {
         let resp = acc.result().unwrap();
         assert_eq!(resp.message.content.as_deref(), Some("Checking now."));
         assert_eq!(resp.message.tool_calls.len(), 2);
-        assert_eq!(resp.message.tool_calls[0].arguments, "{\"city\": \"Paris\"}");
+        assert_eq!(
+            resp.message.tool_calls[0].arguments,
+            "{\"city\": \"Paris\"}"
+        );
         assert_eq!(resp.message.tool_calls[1].arguments, "{}");
         assert_eq!(resp.finish_reason, FinishReason::ToolCalls);
         assert_eq!(resp.usage, Some(usage(12, 30)));
