@@ -7,10 +7,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use switchyard_shared::{
-    ApiError, ChatRequest, ChatResponse, ChatStreamDecoder, ErrorBody, ModelList, StreamEvent,
-    paths,
+    ApiError, ChatRequest, ChatResponse, ChatStreamDecoder, ModelList, StreamEvent, paths,
 };
 
+use super::openapi::Refusals;
 use crate::auth::Caller;
 use crate::error::AppError;
 use crate::extract::ApiJson;
@@ -34,8 +34,7 @@ pub(super) fn routes() -> Router<AppState> {
     request_body = ChatRequest,
     responses(
         (status = 200, description = "The complete answer", body = ChatResponse),
-        (status = "4XX", description = "Refused: the body names the code (bad_request, unauthorized, forbidden, not_found, payload_too_large, rate_limited, ...)", body = ErrorBody),
-        (status = "5XX", description = "The upstream failed or timed out (upstream_error, upstream_timeout, ...)", body = ErrorBody),
+        Refusals,
     ),
     security((), ("bearer" = [])),
 )]
@@ -57,8 +56,7 @@ async fn chat(
     request_body = ChatRequest,
     responses(
         (status = 200, description = "`text/event-stream`: one `data:` event per StreamEvent, ending with `finish` or `error`", body = StreamEvent, content_type = "text/event-stream"),
-        (status = "4XX", description = "Refused: the body names the code (bad_request, unauthorized, forbidden, not_found, payload_too_large, rate_limited, ...)", body = ErrorBody),
-        (status = "5XX", description = "The upstream failed or timed out (upstream_error, upstream_timeout, ...)", body = ErrorBody),
+        Refusals,
     ),
     security((), ("bearer" = [])),
 )]
@@ -181,8 +179,7 @@ pub(super) async fn open_stream(
     summary = "The providers and models the caller may use",
     responses(
         (status = 200, description = "Configured providers, without addresses or keys", body = ModelList),
-        (status = "4XX", description = "Refused: the body names the code (bad_request, unauthorized, forbidden, not_found, payload_too_large, rate_limited, ...)", body = ErrorBody),
-        (status = "5XX", description = "The upstream failed or timed out (upstream_error, upstream_timeout, ...)", body = ErrorBody),
+        Refusals,
     ),
     security((), ("bearer" = [])),
 )]

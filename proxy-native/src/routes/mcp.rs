@@ -13,9 +13,10 @@ use rmcp::model::{
 use switchyard_shared::mcp::{
     McpGetPrompt, McpListQuery, McpReadResource, McpServerList, McpToolCall, McpToolEvent,
 };
-use switchyard_shared::{ApiError, ErrorBody, paths};
+use switchyard_shared::{ApiError, paths};
 use tracing::{Instrument, Span};
 
+use super::openapi::Refusals;
 use crate::auth::Caller;
 use crate::error::AppError;
 use crate::extract::{ApiJson, ApiQuery};
@@ -57,8 +58,7 @@ fn counted(state: &AppState, server: &str, error: &ApiError) {
     summary = "The MCP servers the caller may use",
     responses(
         (status = 200, description = "Configured servers, without addresses or commands", body = McpServerList),
-        (status = "4XX", description = "Refused: the body names the code (bad_request, unauthorized, forbidden, not_found, payload_too_large, rate_limited, ...)", body = ErrorBody),
-        (status = "5XX", description = "The upstream failed or timed out (upstream_error, upstream_timeout, ...)", body = ErrorBody),
+        Refusals,
     ),
     security((), ("bearer" = [])),
 )]
@@ -75,8 +75,7 @@ async fn servers(State(state): State<AppState>, caller: Caller) -> Json<McpServe
     params(McpListQuery),
     responses(
         (status = 200, description = "MCP `ListToolsResult`", body = Object),
-        (status = "4XX", description = "Refused: the body names the code (bad_request, unauthorized, forbidden, not_found, payload_too_large, rate_limited, ...)", body = ErrorBody),
-        (status = "5XX", description = "The upstream failed or timed out (upstream_error, upstream_timeout, ...)", body = ErrorBody),
+        Refusals,
     ),
     security((), ("bearer" = [])),
 )]
@@ -106,8 +105,7 @@ async fn list_tools(
     request_body = McpToolCall,
     responses(
         (status = 200, description = "MCP `CallToolResult` (a tool-level failure has `isError: true`)", body = Object),
-        (status = "4XX", description = "Refused: the body names the code (bad_request, unauthorized, forbidden, not_found, payload_too_large, rate_limited, ...)", body = ErrorBody),
-        (status = "5XX", description = "The upstream failed or timed out (upstream_error, upstream_timeout, ...)", body = ErrorBody),
+        Refusals,
     ),
     security((), ("bearer" = [])),
 )]
@@ -141,8 +139,7 @@ async fn call_tool(
     request_body = McpToolCall,
     responses(
         (status = 200, description = "`text/event-stream`: `progress` events, then one `result` or `error`", body = McpToolEvent, content_type = "text/event-stream"),
-        (status = "4XX", description = "Refused: the body names the code (bad_request, unauthorized, forbidden, not_found, payload_too_large, rate_limited, ...)", body = ErrorBody),
-        (status = "5XX", description = "The upstream failed or timed out (upstream_error, upstream_timeout, ...)", body = ErrorBody),
+        Refusals,
     ),
     security((), ("bearer" = [])),
 )]
@@ -191,8 +188,7 @@ async fn call_tool_stream(
     params(McpListQuery),
     responses(
         (status = 200, description = "MCP `ListResourcesResult`", body = Object),
-        (status = "4XX", description = "Refused: the body names the code (bad_request, unauthorized, forbidden, not_found, payload_too_large, rate_limited, ...)", body = ErrorBody),
-        (status = "5XX", description = "The upstream failed or timed out (upstream_error, upstream_timeout, ...)", body = ErrorBody),
+        Refusals,
     ),
     security((), ("bearer" = [])),
 )]
@@ -220,8 +216,7 @@ async fn list_resources(
     request_body = McpReadResource,
     responses(
         (status = 200, description = "MCP `ReadResourceResult`", body = Object),
-        (status = "4XX", description = "Refused: the body names the code (bad_request, unauthorized, forbidden, not_found, payload_too_large, rate_limited, ...)", body = ErrorBody),
-        (status = "5XX", description = "The upstream failed or timed out (upstream_error, upstream_timeout, ...)", body = ErrorBody),
+        Refusals,
     ),
     security((), ("bearer" = [])),
 )]
@@ -249,8 +244,7 @@ async fn read_resource(
     params(McpListQuery),
     responses(
         (status = 200, description = "MCP `ListPromptsResult`", body = Object),
-        (status = "4XX", description = "Refused: the body names the code (bad_request, unauthorized, forbidden, not_found, payload_too_large, rate_limited, ...)", body = ErrorBody),
-        (status = "5XX", description = "The upstream failed or timed out (upstream_error, upstream_timeout, ...)", body = ErrorBody),
+        Refusals,
     ),
     security((), ("bearer" = [])),
 )]
@@ -278,8 +272,7 @@ async fn list_prompts(
     request_body = McpGetPrompt,
     responses(
         (status = 200, description = "MCP `GetPromptResult`", body = Object),
-        (status = "4XX", description = "Refused: the body names the code (bad_request, unauthorized, forbidden, not_found, payload_too_large, rate_limited, ...)", body = ErrorBody),
-        (status = "5XX", description = "The upstream failed or timed out (upstream_error, upstream_timeout, ...)", body = ErrorBody),
+        Refusals,
     ),
     security((), ("bearer" = [])),
 )]

@@ -8,8 +8,9 @@ use axum::http::HeaderValue;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use switchyard_shared::ErrorBody;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::{IntoResponses, Modify, OpenApi};
 
 use crate::state::AppState;
 
@@ -37,6 +38,7 @@ pub const OPENAPI_PATH: &str = "/openapi.json";
         super::mcp::get_prompt,
         super::health::healthz,
     ),
+    components(schemas(ErrorBody)),
     modifiers(&BearerKeys),
     tags(
         (name = "llm", description = "Chat with any configured provider by `<provider>/<model>`"),
@@ -45,6 +47,25 @@ pub const OPENAPI_PATH: &str = "/openapi.json";
     )
 )]
 struct ApiDoc;
+
+/// The error answers every operation of the API may give, in the shared body.
+#[derive(IntoResponses)]
+#[allow(dead_code, reason = "read by the OpenAPI derive only")]
+pub(super) enum Refusals {
+    /// Refused by the proxy or the upstream.
+    #[response(
+        status = "4XX",
+        description = "Refused: the body names the code (bad_request, unauthorized, forbidden, \
+                       not_found, payload_too_large, rate_limited, ...)"
+    )]
+    Refused(ErrorBody),
+    /// The upstream failed.
+    #[response(
+        status = "5XX",
+        description = "The upstream failed or timed out (upstream_error, upstream_timeout, ...)"
+    )]
+    Failed(ErrorBody),
+}
 
 /// Keys and JWTs go in `Authorization: Bearer`; a proxy without `[[keys]]` or `[auth.jwt]`
 /// takes requests without it, hence the empty alternative on every operation.
