@@ -337,7 +337,12 @@ fn to_ts<T: tsify::Tsify + serde::Serialize>(value: &T) -> Result<Ts<T>, JsValue
 
 /// A value for JavaScript, through JSON (the same rules as on the wire).
 fn to_json_value<T: serde::Serialize>(value: &T) -> Result<JsValue, JsValue> {
-    let text = serde_json::to_string(value).map_err(|e| {
+    json_to_js(serde_json::to_string(value))
+}
+
+/// The part of [`to_json_value`] that does not depend on the type, compiled once.
+fn json_to_js(text: serde_json::Result<String>) -> Result<JsValue, JsValue> {
+    let text = text.map_err(|e| {
         to_js(ApiError::internal(format!(
             "could not convert the answer: {e}"
         )))
@@ -352,11 +357,15 @@ fn to_json_value<T: serde::Serialize>(value: &T) -> Result<JsValue, JsValue> {
 /// network, each type's reading code is compiled once. What JSON cannot write (`undefined`, a
 /// function) reads as `null`, as in `to_rust`.
 fn from_js<T: serde::de::DeserializeOwned>(value: JsValue) -> Result<T, String> {
-    let text = js_sys::JSON::stringify(&value)
+    switchyard_shared::json::from_slice(js_json(value)?.as_bytes()).map_err(|e| e.to_string())
+}
+
+/// The JSON text of a JavaScript value, for [`from_js`].
+fn js_json(value: JsValue) -> Result<String, String> {
+    Ok(js_sys::JSON::stringify(&value)
         .map_err(|_| "not serializable to JSON (a cycle, or a BigInt)".to_owned())?
         .as_string()
-        .unwrap_or_else(|| "null".to_owned());
-    serde_json::from_slice(text.as_bytes()).map_err(|e| e.to_string())
+        .unwrap_or_else(|| "null".to_owned()))
 }
 
 /// `undefined`/`null`, or a plain object.

@@ -395,7 +395,7 @@ fn parse_arguments(text: &str) -> Result<Option<JsonObject>, String> {
     if text.trim().is_empty() {
         return Ok(None);
     }
-    match serde_json::from_slice::<serde_json::Value>(text.as_bytes()) {
+    match crate::json::from_slice::<serde_json::Value>(text.as_bytes()) {
         Ok(serde_json::Value::Object(map)) => Ok(Some(map)),
         Ok(other) => Err(format!("got {}", crate::json::text(&other))),
         Err(e) => Err(e.to_string()),

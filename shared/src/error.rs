@@ -227,21 +227,19 @@ struct ErrorBodyRef<'a> {
 impl ErrorBody {
     /// Parses a body of the shape `{"error": {...}}`; `None` if it is something else.
     pub fn parse(body: &[u8]) -> Option<ApiError> {
-        serde_json::from_slice::<ErrorBody>(body)
+        crate::json::from_slice::<ErrorBody>(body)
             .ok()
             .map(|b| b.error)
     }
 }
 
-/// Reads `Retry-After` as delta-seconds; HTTP dates are rare from LLM APIs and are ignored.
+/// Reads `Retry-After` as delta-seconds, fractional ones rounded up; HTTP dates are rare from LLM
+/// APIs and are ignored.
 fn parse_retry_after(value: &str) -> Option<u64> {
     let v = value.trim();
-    v.parse::<u64>().ok().or_else(|| {
-        v.parse::<f64>()
-            .ok()
-            .filter(|f| f.is_finite() && *f >= 0.0)
-            .map(|f| f.ceil() as u64)
-    })
+    v.parse::<u64>()
+        .ok()
+        .or_else(|| crate::decimal::ceil_to_u64(v))
 }
 
 /// Cuts `s` to at most `max` bytes on a character boundary.

@@ -6,9 +6,10 @@
 
 pub mod agent;
 pub mod chat;
+mod decimal;
 pub mod error;
 pub mod faces;
-mod json;
+pub mod json;
 pub mod mcp;
 pub mod providers;
 pub mod route;

@@ -138,7 +138,7 @@ impl PreparedRequest {
             return Err(self.decode_error(status, retry_after, body));
         }
         match self.format {
-            WireFormat::Switchyard => serde_json::from_slice(body).map_err(|e| {
+            WireFormat::Switchyard => crate::json::from_slice(body).map_err(|e| {
                 ApiError::new(
                     ErrorCode::UpstreamError,
                     format!("unreadable chat response: {e}"),

@@ -9,7 +9,7 @@ use flate2::{Compression, write::GzEncoder};
 
 use crate::run::{self, command, root};
 use crate::servers::{TestServers, UPSTREAM_KEY};
-use crate::tools::{CHROMEDRIVER, CHROMIUM};
+use crate::tools::{self, CHROMEDRIVER, CHROMIUM};
 
 const OUT_NAME: &str = "switchyard_client";
 
@@ -47,28 +47,35 @@ pub fn build_package() -> Result<Sizes> {
     if pkg.exists() {
         std::fs::remove_dir_all(&pkg)?;
     }
+    let pinned = tools::sdk_toolchain_wanted();
+    if !pinned {
+        println!("    building with the active toolchain: the package will be larger");
+    }
     for target in ["web", "bundler"] {
         let out = pkg.join("wasm").join(target);
-        run::status(
-            command("wasm-pack")
-                .args([
-                    "build",
-                    "--mode",
-                    "no-install",
-                    "--no-pack",
-                    "--target",
-                    target,
-                ])
-                .args([
-                    "--profile",
-                    "wasm-release",
-                    "--out-name",
-                    OUT_NAME,
-                    "--out-dir",
-                ])
-                .arg(&out)
-                .arg(&crate_dir),
-        )?;
+        let mut build = command("wasm-pack");
+        build
+            .args([
+                "build",
+                "--mode",
+                "no-install",
+                "--no-pack",
+                "--target",
+                target,
+            ])
+            .args([
+                "--profile",
+                "wasm-release",
+                "--out-name",
+                OUT_NAME,
+                "--out-dir",
+            ])
+            .arg(&out)
+            .arg(&crate_dir);
+        if pinned {
+            with_size_std(&mut build);
+        }
+        run::status(&mut build)?;
         let wasm = out.join(format!("{OUT_NAME}_bg.wasm"));
         // wasm-opt reads the module's target_features section, so no --enable flags are needed.
         // What is downloaded is the gzipped module, and serde's many similar functions gzip well
@@ -141,6 +148,24 @@ pub fn build_package() -> Result<Sizes> {
         js_raw: js_bytes.len() as u64,
         js_gzip: gzip_len(&js_bytes)?,
     })
+}
+
+/// Builds with [`tools::SDK_TOOLCHAIN`] and a standard library compiled for size (see there):
+/// `-Z build-std` with `optimize_for_size`, panics that abort without a message, and no source
+/// locations (they only served panic messages). Everything else comes from the
+/// `wasm-release` profile.
+fn with_size_std(build: &mut std::process::Command) {
+    build
+        .env("RUSTUP_TOOLCHAIN", tools::SDK_TOOLCHAIN)
+        .env(
+            "RUSTFLAGS",
+            "-Zunstable-options -Cpanic=immediate-abort -Zlocation-detail=none",
+        )
+        .args([
+            "--",
+            "-Zbuild-std=std,panic_abort",
+            "-Zbuild-std-features=optimize_for_size",
+        ]);
 }
 
 /// Drops the comments that fill whole lines (`/** ... */` blocks and `//` lines) from the

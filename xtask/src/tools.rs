@@ -41,13 +41,82 @@ pub fn ensure_rust_parts() -> Result<()> {
     Ok(())
 }
 
+/// The toolchain that builds the npm package's `.wasm`. A nightly, because only a nightly can
+/// rebuild the standard library for the module (`-Z build-std`) with `opt-level = "z"`, its
+/// size-oriented code paths and panics that abort on the spot (`-C panic=immediate-abort`), which
+/// drops the panic messages, their formatting and their locations: 7% of the gzipped module.
+/// Pinned, so that the size the build prints moves only when the code does.
+pub const SDK_TOOLCHAIN: &str = "nightly-2026-05-20";
+
 /// What building and testing the npm package needs.
 pub fn ensure_sdk_tools() -> Result<()> {
     ensure_rust_parts()?;
+    ensure_sdk_toolchain()?;
     ensure_wasm_bindgen()?;
     ensure_wasm_pack()?;
     ensure_node()?;
     ensure_npm_packages()
+}
+
+/// [`SDK_TOOLCHAIN`] with the standard library's sources (for `-Z build-std`) and the wasm
+/// target (which wasm-pack checks for, although the build compiles its own standard library).
+fn ensure_sdk_toolchain() -> Result<()> {
+    if !sdk_toolchain_wanted() {
+        return Ok(());
+    }
+    let installed = output("rustup", &["toolchain", "list"]).unwrap_or_default();
+    let has_toolchain = installed.lines().any(|l| l.starts_with(SDK_TOOLCHAIN));
+    let ready = has_toolchain && {
+        let targets = output(
+            "rustup",
+            &[
+                "target",
+                "list",
+                "--installed",
+                "--toolchain",
+                SDK_TOOLCHAIN,
+            ],
+        )
+        .unwrap_or_default();
+        let components = output(
+            "rustup",
+            &[
+                "component",
+                "list",
+                "--installed",
+                "--toolchain",
+                SDK_TOOLCHAIN,
+            ],
+        )
+        .unwrap_or_default();
+        targets
+            .lines()
+            .any(|l| l.trim() == "wasm32-unknown-unknown")
+            && components.lines().any(|l| l.starts_with("rust-src"))
+    };
+    if ready {
+        return Ok(());
+    }
+    println!("    installing the {SDK_TOOLCHAIN} toolchain with rust-src, for the npm package");
+    run::status(command("rustup").args([
+        "toolchain",
+        "install",
+        SDK_TOOLCHAIN,
+        "--profile",
+        "minimal",
+        "--component",
+        "rust-src",
+        "--target",
+        "wasm32-unknown-unknown",
+    ]))
+}
+
+/// Whether the npm package is built with [`SDK_TOOLCHAIN`]: yes unless rustup is missing (the
+/// toolchain cannot be installed then) or `SWITCHYARD_SDK_STABLE` is set, for a quick build with
+/// the active toolchain; either way the package works the same and is only larger.
+pub fn sdk_toolchain_wanted() -> bool {
+    std::env::var_os("SWITCHYARD_SDK_STABLE").is_none()
+        && output("rustup", &["--version"]).is_some()
 }
 
 /// The wasm-bindgen version the lock file pins; the CLI must match it exactly.

@@ -59,11 +59,7 @@ impl RpcError {
 
 /// Reads the `result` of a response message as `T`.
 pub(crate) fn result_of<T: DeserializeOwned>(message: &[u8]) -> Result<T, serde_json::Error> {
-    #[derive(Deserialize)]
-    struct Envelope<T> {
-        result: T,
-    }
-    serde_json::from_slice::<Envelope<T>>(message).map(|e| e.result)
+    crate::json::field(message, "result", "struct Envelope")
 }
 
 /// Whether a message's `id` is the one the client sent (a string holding the same number is

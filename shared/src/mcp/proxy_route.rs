@@ -117,7 +117,7 @@ pub fn decode_proxy_answer<T: DeserializeOwned>(
 
 /// Reads the body of a 2xx proxy answer as `T`.
 pub fn decode_proxy_result<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
+    crate::json::from_slice(body).map_err(|e| {
         ApiError::new(
             ErrorCode::UpstreamError,
             format!("unreadable answer from the proxy: {e}"),

@@ -196,7 +196,7 @@ impl ResponseReader {
 
     /// Handles one JSON-RPC message; takes its bytes so that a result is kept without a copy.
     fn on_message(&mut self, bytes: Vec<u8>, progress: &mut VecDeque<ProgressNotificationParam>) {
-        let msg: Incoming = match serde_json::from_slice(&bytes) {
+        let msg: Incoming = match crate::json::from_slice(&bytes) {
             Ok(msg) => msg,
             Err(e) => {
                 self.answer = Some(Answer::Unreadable(format!(
@@ -243,7 +243,9 @@ impl ResponseReader {
             params: ProgressNotificationParam,
         }
         let token = self.expect.progress_token?;
-        let p = serde_json::from_slice::<Notification>(message).ok()?.params;
+        let p = crate::json::from_slice::<Notification>(message)
+            .ok()?
+            .params;
         let ours = match &p.progress_token.0 {
             NumberOrString::Number(n) => *n == token,
             NumberOrString::String(s) => s.parse::<i64>().ok() == Some(token),
@@ -255,7 +257,7 @@ impl ResponseReader {
 fn error_answer(body: &[u8]) -> Answer {
     if let Ok(Incoming {
         error: Some(error), ..
-    }) = serde_json::from_slice::<Incoming>(body)
+    }) = crate::json::from_slice::<Incoming>(body)
     {
         return Answer::Error(error);
     }

@@ -111,7 +111,7 @@ fn tool_input(call: &ToolCall) -> Result<Value, ApiError> {
     if call.arguments.trim().is_empty() {
         return Ok(Value::Object(serde_json::Map::new()));
     }
-    match serde_json::from_str::<Value>(&call.arguments) {
+    match crate::json::from_slice::<Value>(call.arguments.as_bytes()) {
         Ok(value @ Value::Object(_)) => Ok(value),
         _ => Err(ApiError::bad_request(format!(
             "the arguments of tool call {:?} must be a JSON object for Anthropic",
@@ -337,7 +337,7 @@ fn input_text(input: &Value) -> String {
 
 /// Parses a `message` object.
 pub(crate) fn parse_chat_response(provider: &str, body: &[u8]) -> Result<ChatResponse, ApiError> {
-    let resp: Response = serde_json::from_slice(body).map_err(|e| {
+    let resp: Response = crate::json::from_slice(body).map_err(|e| {
         ApiError::new(
             ErrorCode::UpstreamError,
             format!("upstream sent an unreadable message: {e}"),
@@ -375,7 +375,7 @@ pub(crate) fn parse_chat_response(provider: &str, body: &[u8]) -> Result<ChatRes
 
 /// Reads the message out of `{"type": "error", "error": {"type", "message"}}`.
 pub(crate) fn error_message(body: &[u8]) -> Option<String> {
-    let value: Value = serde_json::from_slice(body).ok()?;
+    let value: Value = crate::json::from_slice(body).ok()?;
     value
         .pointer("/error/message")
         .and_then(Value::as_str)
@@ -511,7 +511,7 @@ impl StreamDecoder {
         if data.is_empty() || self.done {
             return;
         }
-        let parsed: Event = match serde_json::from_str(data) {
+        let parsed: Event = match crate::json::from_slice(data.as_bytes()) {
             Ok(parsed) => parsed,
             Err(e) => {
                 out.push(StreamEvent::Error {

@@ -320,7 +320,7 @@ fn prefixed(provider: &str, model: &str) -> String {
 
 /// Parses a `chat.completion` object.
 pub(crate) fn parse_chat_response(provider: &str, body: &[u8]) -> Result<ChatResponse, ApiError> {
-    let resp: Response = serde_json::from_slice(body).map_err(|e| {
+    let resp: Response = crate::json::from_slice(body).map_err(|e| {
         ApiError::new(
             ErrorCode::UpstreamError,
             format!("upstream sent an unreadable chat completion: {e}"),
@@ -364,7 +364,7 @@ pub(crate) fn parse_chat_response(provider: &str, body: &[u8]) -> Result<ChatRes
 /// Reads the message out of the error shapes OpenAI-compatible servers use:
 /// `{"error": {"message"}}`, `{"error": "..."}`, `{"message"}`, `{"detail"}`.
 pub(crate) fn error_message(body: &[u8]) -> Option<String> {
-    let v: Value = match serde_json::from_slice(body) {
+    let v: Value = match crate::json::from_slice(body) {
         Ok(v) => v,
         // Plain-text bodies (proxies, load balancers) are still worth showing, cut short.
         Err(_) => {
@@ -468,7 +468,7 @@ impl StreamDecoder {
         if data.is_empty() {
             return;
         }
-        let chunk: Chunk = match serde_json::from_slice(data.as_bytes()) {
+        let chunk: Chunk = match crate::json::from_slice(data.as_bytes()) {
             Ok(c) => c,
             Err(e) => {
                 out.push(StreamEvent::Error {
