@@ -9,7 +9,6 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use switchyard_proxy::auth::keys;
 use switchyard_proxy::{Config, config};
-use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 // Every request and stream chunk allocates; mimalloc's thread-local free lists cost far less
@@ -88,8 +87,7 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    // Held to the end: dropping it writes out the lines still queued.
-    let _log_writer = init_logging(args.log_format);
+    init_logging(args.log_format);
     let mut config = match &args.config {
         Some(path) => Config::load(path)?,
         None => {
@@ -155,23 +153,17 @@ fn new_key(args: NewKeyArgs) -> anyhow::Result<()> {
 /// the default: info, except rmcp's own info lines, which repeat every MCP notification with its
 /// payload (user content) and are only wanted when debugging it.
 ///
-/// The lines are queued to a writer thread, which writes whatever has queued in one go and
-/// flushes whenever the queue runs empty, so a line is out as soon as that thread runs. The
-/// queue never drops a line (the audit log is in it): when it is full, logging waits.
-fn init_logging(format: LogFormat) -> WorkerGuard {
+/// Each line is written before the request that caused it is answered: the audit lines are in
+/// this log, and a line queued for a writer thread would be lost if the process were killed.
+fn init_logging(format: LogFormat) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rmcp=warn"));
-    let (writer, guard) = NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("switchyard-log")
-        .finish(std::io::BufWriter::new(std::io::stderr()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer)
+        .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
-    guard
 }
