@@ -83,13 +83,17 @@ for wanted in "${counts[@]}"; do
   fi
   sleep 2
   rss="$(rss_kib "$proxy_pid")"
+  # How much of the RSS is transparent huge pages: touching any byte of a 2 MiB huge page makes
+  # all of it resident, so an allocator that asks for them shows up here as memory per stream.
+  huge="$(awk '/^AnonHugePages:/ {print $2}' "/proc/$proxy_pid/smaps_rollup" 2>/dev/null || true)"
+  huge="${huge:-0}"
   fds="$(find "/proc/$proxy_pid/fd" -mindepth 1 -maxdepth 1 | wc -l)"
-  echo "    $(cat "$WORK/hold.out"); proxy RSS $rss KiB, $fds open descriptors"
+  echo "    $(cat "$WORK/hold.out"); proxy RSS $rss KiB ($huge KiB in huge pages), $fds open descriptors"
   stop "$pid"
   sleep 2
   rss_after="$(rss_kib "$proxy_pid")"
   echo "    released: proxy RSS $rss_after KiB"
-  holds+=("{\"asked\": $wanted, \"streams\": $held, \"rss_idle_kib\": $rss_idle, \"rss_kib\": $rss, \"proxy_fds\": $fds, \"rss_after_release_kib\": $rss_after, \"bytes_per_stream\": $(((rss - rss_idle) * 1024 / held))}")
+  holds+=("{\"asked\": $wanted, \"streams\": $held, \"rss_idle_kib\": $rss_idle, \"rss_kib\": $rss, \"anon_huge_pages_kib\": $huge, \"proxy_fds\": $fds, \"rss_after_release_kib\": $rss_after, \"bytes_per_stream\": $(((rss - rss_idle) * 1024 / held))}")
 done
 
 list="$(IFS=,; echo "[${holds[*]}]")"
