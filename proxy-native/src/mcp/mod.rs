@@ -1,4 +1,5 @@
-//! MCP upstreams: the servers named in the configuration, reached through rmcp's client service.
+//! MCP upstreams: the servers named in the configuration, reached through rmcp's client service
+//! (a Streamable HTTP session's requests go out on the caller's own task, see `upstream/http.rs`).
 //!
 //! - `upstream/`: the only code that talks to MCP servers, one file per transport (`stdio.rs`
 //!   starts a child process, `http.rs` speaks Streamable HTTP), plus `link.rs`, which records

@@ -2,23 +2,25 @@
 //! telling why one failed, the cached tool list, and how long the session has been unused.
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use rmcp::ClientHandler;
 use rmcp::RoleClient;
 use rmcp::model::{
-    CancelledNotificationParam, ClientRequest, ErrorData, ListToolsRequest, ListToolsResult,
-    PaginatedRequestParams, ProtocolVersion, RequestId, ServerResult,
+    CancelledNotificationParam, ClientRequest, ErrorData, GetMeta, ListToolsRequest,
+    ListToolsResult, NumberOrString, PaginatedRequestParams, ProgressToken, ProtocolVersion,
+    RequestId, RequestMetaObject, ServerResult,
 };
 use rmcp::service::{Peer, PeerRequestOptions, RunningService, ServiceError};
 use tokio::time::Instant;
 
 use super::handler::{HandlerState, ProgressSubscription, ProxyClientHandler};
 use super::upstream::link::LinkState;
-use super::upstream::{Connection, describe};
+use super::upstream::{Connection, DirectRequests, OwnProgress, RequestError, describe};
 
 /// How long closing a session may take before its transport is simply dropped (which kills a
 /// stdio server).
@@ -29,6 +31,9 @@ const MAX_TOOL_PAGES: usize = 100;
 /// When a server does not announce tool-list changes to the proxy, a tool missing from a cached
 /// list at least this old is looked up again before it is called unknown.
 const UNANNOUNCED_CHANGES_RECHECK: Duration = Duration::from_secs(1);
+/// The first id (and progress token) of requests sent past rmcp's service: rmcp counts its own
+/// from 0, so the two never meet, and every id stays exact as a JSON number in any language.
+const FIRST_DIRECT_ID: i64 = 1 << 32;
 
 /// Why a request did not produce a result.
 #[derive(Debug)]
@@ -56,6 +61,12 @@ pub(crate) struct Session {
     server: Arc<str>,
     peer: Peer<RoleClient>,
     service: Mutex<Option<RunningService<RoleClient, ProxyClientHandler>>>,
+    /// Streamable HTTP: requests go out on the caller's task (see [`DirectRequests`]).
+    direct: Option<DirectRequests>,
+    /// The next id for [`Self::direct`].
+    next_direct_id: AtomicI64,
+    /// What a 2026-07-28 request carries in `_meta` (rmcp's peer adds it to its own).
+    client_context: Option<RequestMetaObject>,
     handler: Arc<HandlerState>,
     link: Arc<LinkState>,
     protocol_version: ProtocolVersion,
@@ -82,7 +93,11 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Session {
     pub fn new(server: Arc<str>, connection: Connection, handler: Arc<HandlerState>) -> Self {
-        let Connection { service, link } = connection;
+        let Connection {
+            service,
+            link,
+            direct,
+        } = connection;
         let peer = service.peer().clone();
         let info = peer.peer_info();
         let protocol_version = info
@@ -97,10 +112,23 @@ impl Session {
                 .and_then(|info| info.capabilities.tools.as_ref())
                 .and_then(|tools| tools.list_changed)
                 .unwrap_or(false);
+        // Without a handshake the client's context travels in every request, as rmcp's peer
+        // sends it.
+        let client_context = (!protocol_version.has_initialize()).then(|| {
+            let config = service.service().get_info();
+            RequestMetaObject::with_client_context(
+                protocol_version.clone(),
+                config.client_info,
+                config.capabilities,
+            )
+        });
         Session {
             server,
             peer,
             service: Mutex::new(Some(service)),
+            direct,
+            next_direct_id: AtomicI64::new(FIRST_DIRECT_ID),
+            client_context,
             handler,
             link,
             protocol_version,
@@ -135,12 +163,16 @@ impl Session {
         (usage.in_flight == 0).then(|| usage.last_used.elapsed())
     }
 
-    /// Sends `request`; its answer must arrive before `deadline`.
+    /// Sends `request`; its answer must arrive before `deadline`. Over Streamable HTTP the
+    /// request goes out when the answer is first awaited, on the awaiting task.
     pub async fn start(
         self: &Arc<Self>,
         request: ClientRequest,
         deadline: Instant,
     ) -> Result<InFlight, Failure> {
+        if let Some(direct) = &self.direct {
+            return Ok(self.start_direct(direct.clone(), request, deadline));
+        }
         let in_use = self.begin();
         let handle = self
             .peer
@@ -185,6 +217,59 @@ impl Session {
             progress,
             response: response.boxed(),
         })
+    }
+
+    /// [`Self::start`] past rmcp's service: the request is sent when the answer is awaited, on
+    /// the awaiting task. What the service's peer would add to it is added here.
+    fn start_direct(
+        self: &Arc<Self>,
+        direct: DirectRequests,
+        mut request: ClientRequest,
+        deadline: Instant,
+    ) -> InFlight {
+        let in_use = self.begin();
+        let number = self.next_direct_id.fetch_add(1, Ordering::Relaxed);
+        let id = RequestId::Number(number);
+        let token = ProgressToken(NumberOrString::Number(number));
+        let meta = request.get_meta_mut();
+        if let Some(context) = &self.client_context {
+            meta.extend(context.clone());
+        }
+        meta.set_progress_token(token.clone());
+        let progress = self.handler.progress.subscribe(token.clone());
+        let own_progress = OwnProgress {
+            token,
+            handler: Arc::clone(&self.handler),
+        };
+        let mut guard = CancelOnDrop {
+            peer: self.peer.clone(),
+            link: Arc::clone(&self.link),
+            id: Some(id.clone()),
+        };
+        let server = Arc::clone(&self.server);
+        let response = async move {
+            let _in_use = in_use;
+            // On timeout the exchange is dropped, which closes it.
+            let exchange = direct.request(id, request, own_progress);
+            let outcome = tokio::time::timeout_at(deadline, exchange).await;
+            let Ok(outcome) = outcome else {
+                guard.cancel("the proxy's call timeout passed").await;
+                return Err(Failure::Timeout);
+            };
+            let id = guard.disarm();
+            match outcome {
+                Ok(result) => Ok(result),
+                Err(RequestError::Rpc(error)) => Err(Failure::Rpc(error)),
+                Err(RequestError::Broken { delivered, error }) => {
+                    tracing::debug!(server = %server, ?id, delivered, error = %describe(&error), "MCP request failed in transport");
+                    Err(Failure::Transport { delivered })
+                }
+            }
+        };
+        InFlight {
+            progress,
+            response: response.boxed(),
+        }
     }
 
     /// Sends `request` and waits for its answer.

@@ -37,6 +37,17 @@ impl LinkState {
         self.delivered().remove(id);
     }
 
+    /// Records that the server received request `id`, for a transport that knows it before
+    /// its `send` completes (an HTTP transport, once the server has answered the POST).
+    pub fn mark_delivered(&self, id: &RequestId) {
+        self.delivered().insert(id.clone());
+    }
+
+    /// Records that the session can carry no more messages.
+    pub fn mark_closed(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
     fn delivered(&self) -> std::sync::MutexGuard<'_, HashSet<RequestId>> {
         self.delivered
             .lock()

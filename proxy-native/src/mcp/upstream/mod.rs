@@ -1,7 +1,7 @@
 //! The only code that talks to MCP servers: it opens a session over the configured transport
-//! (one file per transport: `stdio.rs`, `http.rs` for Streamable HTTP, `sse.rs` for the legacy
-//! HTTP+SSE transport, `builtin.rs` for servers inside the proxy) and negotiates the protocol
-//! version. Everything above works on the
+//! (one file per transport: `stdio.rs`, `http.rs` for Streamable HTTP (a transport of the
+//! proxy's own, see there why), `sse.rs` for the legacy HTTP+SSE transport, `builtin.rs` for
+//! servers inside the proxy) and negotiates the protocol version. Everything above works on the
 //! resulting [`Connection`], whatever the transport.
 
 mod builtin;
@@ -18,6 +18,7 @@ use rmcp::service::{ClientInitializeError, ClientLifecycleMode, ClientServiceExt
 use switchyard_shared::mcp::McpTransport;
 use switchyard_shared::{ApiError, ErrorCode};
 
+pub(crate) use self::http::{DirectRequests, OwnProgress, RequestError};
 use self::link::{LinkState, Tracked};
 use super::handler::ProxyClientHandler;
 use crate::config::McpServerConfig;
@@ -28,6 +29,8 @@ pub(crate) struct Connection {
     pub service: RunningService<RoleClient, ProxyClientHandler>,
     /// What the transport saw of the connection.
     pub link: Arc<LinkState>,
+    /// Streamable HTTP: requests sent on the caller's task rather than through the service.
+    pub direct: Option<DirectRequests>,
 }
 
 /// 2026-07-28 first (`server/discover`, no handshake, stateless over HTTP); a server that
@@ -59,16 +62,27 @@ pub(crate) async fn connect(
             handler
                 .serve_with_lifecycle(transport, lifecycle())
                 .await
-                .map(|service| Connection { service, link })
+                .map(|service| Connection {
+                    service,
+                    link,
+                    direct: None,
+                })
         }
         McpTransport::StreamableHttp => {
-            let transport = http::transport(config)
+            // The transport records delivery itself: a request is delivered once the server
+            // answers its POST, before the answer has been read.
+            let link = Arc::new(LinkState::default());
+            let transport = http::transport(config, Arc::clone(&link))
                 .map_err(|problem| ApiError::internal(format!("MCP server '{name}': {problem}")))?;
-            let (transport, link) = Tracked::new(transport);
+            let direct = transport.direct_requests();
             handler
                 .serve_with_lifecycle(transport, lifecycle())
                 .await
-                .map(|service| Connection { service, link })
+                .map(|service| Connection {
+                    service,
+                    link,
+                    direct: Some(direct),
+                })
         }
         McpTransport::Builtin => {
             let transport = builtin::start(config)
@@ -77,7 +91,11 @@ pub(crate) async fn connect(
             handler
                 .serve_with_lifecycle(transport, lifecycle())
                 .await
-                .map(|service| Connection { service, link })
+                .map(|service| Connection {
+                    service,
+                    link,
+                    direct: None,
+                })
         }
         McpTransport::Sse => {
             let transport = sse::connect(config).await.map_err(|problem| {
@@ -91,7 +109,11 @@ pub(crate) async fn connect(
             handler
                 .serve_with_lifecycle(transport, lifecycle())
                 .await
-                .map(|service| Connection { service, link })
+                .map(|service| Connection {
+                    service,
+                    link,
+                    direct: None,
+                })
         }
     };
     started.map_err(|error| handshake_error(name, config.transport, &error))
