@@ -457,6 +457,13 @@ impl HttpTestServer {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let task = tokio::spawn(async move {
+            // Without TCP_NODELAY an event-stream answer written in parts waits on Nagle's
+            // algorithm, which would make the direct baseline of `bench/mcp.sh` look slow.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                if let Err(error) = tcp.set_nodelay(true) {
+                    tracing::warn!(%error, "TCP_NODELAY not set");
+                }
+            });
             if let Err(error) = axum::serve(listener, app).await {
                 tracing::error!(%error, "MCP test server failed");
             }
