@@ -38,6 +38,9 @@ pub struct Config {
     /// The MCP servers clients may name (a separate namespace from providers).
     #[serde(default)]
     pub mcp_servers: Vec<McpServerConfig>,
+    /// The MCP gateway at `/mcp`.
+    #[serde(default)]
+    pub mcp_gateway: McpGatewayConfig,
     /// Audit lines, `/metrics` and `/readyz`.
     #[serde(default)]
     pub observability: ObservabilityConfig,
@@ -128,6 +131,37 @@ impl UpstreamConfig {
     /// [`Self::request_timeout_ms`] as a duration.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+/// The `[mcp_gateway]` table: `/mcp`, one MCP server offering every configured one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct McpGatewayConfig {
+    /// Serve the gateway at `/mcp`.
+    pub enabled: bool,
+    /// Sessions (clients of protocol versions up to 2025-11-25) open at once; a further client's
+    /// `initialize` is answered 503 until one ends. Stateless (2026-07-28) requests are not
+    /// counted.
+    pub max_sessions: usize,
+    /// A session without requests for this long is closed, in milliseconds.
+    pub session_idle_timeout_ms: u64,
+}
+
+impl Default for McpGatewayConfig {
+    fn default() -> Self {
+        McpGatewayConfig {
+            enabled: true,
+            max_sessions: 1_000,
+            session_idle_timeout_ms: 300_000,
+        }
+    }
+}
+
+impl McpGatewayConfig {
+    /// [`Self::session_idle_timeout_ms`] as a duration.
+    pub fn session_idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.session_idle_timeout_ms)
     }
 }
 
@@ -366,6 +400,19 @@ impl Config {
                 return Err(ConfigError::invalid(
                     origin,
                     format!("upstream.{key}"),
+                    "must be greater than 0",
+                ));
+            }
+        }
+        let g = &self.mcp_gateway;
+        for (key, value) in [
+            ("max_sessions", g.max_sessions as u64),
+            ("session_idle_timeout_ms", g.session_idle_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(
+                    origin,
+                    format!("mcp_gateway.{key}"),
                     "must be greater than 0",
                 ));
             }

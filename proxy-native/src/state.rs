@@ -9,7 +9,7 @@ use secrecy::ExposeSecret;
 use switchyard_shared::{ModelList, ProviderEndpoint, ProviderInfo, ProviderKind, RouteTable};
 
 use crate::auth::Authenticator;
-use crate::config::{Config, ProviderConfig, ProviderConfigKind, ServerConfig};
+use crate::config::{Config, McpGatewayConfig, ProviderConfig, ProviderConfigKind, ServerConfig};
 use crate::limits::Limiter;
 use crate::mcp::McpPool;
 use crate::mock::{self, MockProvider};
@@ -30,6 +30,7 @@ struct Inner {
     mocks: Vec<Arc<MockProvider>>,
     mcp: McpPool,
     server: ServerConfig,
+    gateway: McpGatewayConfig,
     auth: Arc<Authenticator>,
     observability: Observability,
     limiter: Arc<Limiter>,
@@ -101,6 +102,7 @@ impl AppState {
                 mocks,
                 mcp: McpPool::new(&config.mcp_servers),
                 server: config.server.clone(),
+                gateway: config.mcp_gateway.clone(),
                 auth: Arc::new(Authenticator::new(config)?),
                 observability,
                 limiter: Arc::new(Limiter::default()),
@@ -141,6 +143,11 @@ impl AppState {
     /// Who may call the proxy, and with what scopes.
     pub fn auth(&self) -> &Arc<Authenticator> {
         &self.inner.auth
+    }
+
+    /// The MCP gateway's settings.
+    pub fn gateway(&self) -> &McpGatewayConfig {
+        &self.inner.gateway
     }
 
     /// Server settings used by the layers (CORS, body limit).

@@ -175,6 +175,17 @@ impl TestServer {
         "revealed".into()
     }
 
+    #[tool(description = "List the tool `revealed` from now on, and tell the client so")]
+    async fn announce(&self, context: RequestContext<RoleServer>) -> Result<String, ErrorData> {
+        self.counters.revealed.store(true, Ordering::SeqCst);
+        context
+            .peer
+            .notify_tool_list_changed()
+            .await
+            .map_err(|e| ErrorData::internal_error(format!("not announced: {e}"), None))?;
+        Ok("announced".into())
+    }
+
     #[tool(description = "A tool listed only after `reveal`")]
     fn revealed(&self) -> String {
         self.counters.calls.fetch_add(1, Ordering::SeqCst);

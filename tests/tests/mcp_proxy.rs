@@ -457,6 +457,7 @@ async fn tool_lists_are_passed_through_page_by_page() {
         all,
         [
             "add",
+            "announce",
             "echo",
             "env",
             "pid",

@@ -15,7 +15,7 @@ use std::time::Duration;
 use reqwest::header::{HeaderName, HeaderValue};
 use secrecy::SecretString;
 use serde::Deserialize;
-use switchyard_shared::mcp::McpTransport;
+use switchyard_shared::mcp::{McpTransport, namespace};
 
 use super::ConfigError;
 
@@ -80,7 +80,7 @@ const DEFAULT_MAX_USER_SESSIONS: usize = 32;
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct McpServerConfig {
-    /// The name clients use; unique among MCP servers, without `/`.
+    /// The name clients use; unique among MCP servers, without `/` or `__`, not ending in `_`.
     pub name: String,
     /// How the proxy reaches the server.
     pub transport: McpTransport,
@@ -267,6 +267,17 @@ pub(super) fn check_and_resolve(
             return Err(invalid(
                 "name",
                 format!("{:?} must be non-empty and contain no '/'", server.name),
+            ));
+        }
+        // The gateway (`/mcp`) names a tool `<server>__<tool>` and must split it back.
+        if !namespace::is_gateway_server_name(&server.name) {
+            return Err(invalid(
+                "name",
+                format!(
+                    "{:?} may not contain \"__\" or end with '_': the MCP gateway at /mcp names \
+                     this server's tools \"<server>__<tool>\"",
+                    server.name
+                ),
             ));
         }
         if let Some(j) = earlier.iter().position(|s| s.name == server.name) {

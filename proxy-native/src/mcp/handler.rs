@@ -1,5 +1,6 @@
 //! What the proxy does with messages an MCP server sends on its own: progress notifications are
-//! routed to the request they belong to, and a changed tool list invalidates the tool cache.
+//! routed to the request they belong to, a changed tool list invalidates the tool cache, and
+//! every changed list is announced to the gateway's clients (`/mcp`).
 //! Server-to-client requests (sampling, elicitation, roots) get rmcp's defaults: the proxy has no
 //! user to ask, so elicitation is declined and sampling is not offered.
 
@@ -15,7 +16,9 @@ use rmcp::model::{
     ClientCapabilities, ClientConfig, Implementation, ProgressNotificationParam, ProgressToken,
 };
 use rmcp::service::{NotificationContext, RoleClient};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::identity::Identity;
 
 /// Progress notifications kept for a token nobody has subscribed to yet: a fast server can
 /// report progress before the caller has registered for it (the request is on the wire before
@@ -25,10 +28,34 @@ const EARLY_PROGRESS_LIMIT: usize = 64;
 /// notifications are dropped (progress is advisory, the result is not).
 const SUBSCRIBER_BUFFER: usize = 64;
 
+/// Which list of a server changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListKind {
+    /// `notifications/tools/list_changed`.
+    Tools,
+    /// `notifications/prompts/list_changed`.
+    Prompts,
+    /// `notifications/resources/list_changed`.
+    Resources,
+}
+
+/// A server's announcement that one of its lists changed.
+#[derive(Debug, Clone)]
+pub struct ListChanged {
+    /// The configured server's name.
+    pub server: Arc<str>,
+    /// For a `per_user` server, the user whose session announced it; `None` for a shared one.
+    pub owner: Option<Identity>,
+    /// Which list.
+    pub kind: ListKind,
+}
+
 /// The state shared by a session and its handler.
 #[derive(Debug)]
 pub(crate) struct HandlerState {
     server: Arc<str>,
+    owner: Option<Identity>,
+    changes: broadcast::Sender<ListChanged>,
     /// Progress notifications by token.
     pub progress: ProgressRouter,
     /// Incremented on every `notifications/tools/list_changed`; a cached tool list taken at an
@@ -37,12 +64,29 @@ pub(crate) struct HandlerState {
 }
 
 impl HandlerState {
-    pub fn new(server: Arc<str>) -> Arc<Self> {
+    pub fn new(
+        server: Arc<str>,
+        owner: Option<Identity>,
+        changes: broadcast::Sender<ListChanged>,
+    ) -> Arc<Self> {
         Arc::new(HandlerState {
             server,
+            owner,
+            changes,
             progress: ProgressRouter::default(),
             tools_generation: AtomicU64::new(0),
         })
+    }
+}
+
+impl HandlerState {
+    /// Passes a changed list on to the gateway's clients; nobody listening is not an error.
+    fn announce(&self, kind: ListKind) {
+        let _ = self.changes.send(ListChanged {
+            server: Arc::clone(&self.server),
+            owner: self.owner.clone(),
+            kind,
+        });
     }
 }
 
@@ -64,6 +108,15 @@ impl ClientHandler for ProxyClientHandler {
     async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
         tracing::debug!(server = %self.state.server, "MCP server changed its tool list");
         self.state.tools_generation.fetch_add(1, Ordering::AcqRel);
+        self.state.announce(ListKind::Tools);
+    }
+
+    async fn on_prompt_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        self.state.announce(ListKind::Prompts);
+    }
+
+    async fn on_resource_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        self.state.announce(ListKind::Resources);
     }
 
     fn get_info(&self) -> ClientConfig {

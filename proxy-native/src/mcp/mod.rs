@@ -8,10 +8,12 @@
 //!   goes away or the deadline passes, the cached tool list, idle time.
 //! - `handler.rs`: what the proxy does with server notifications (progress, list changes).
 //! - `pool.rs`: one session per server, opened lazily, replaced when it breaks, closed when idle.
+//! - `gateway.rs`: the MCP server at `/mcp` that offers every server the caller may use as one.
 //!
 //! Requests and answers are rmcp's model types, passed through unchanged; errors become the
 //! shared taxonomy (`ApiError`).
 
+pub mod gateway;
 mod handler;
 mod pool;
 mod session;

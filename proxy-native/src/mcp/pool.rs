@@ -28,16 +28,17 @@ use futures::{Stream, StreamExt};
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResult, ClientRequest, ErrorData,
     GetPromptRequest, GetPromptRequestParams, GetPromptResult, ListPromptsRequest,
-    ListPromptsResult, ListResourcesRequest, ListResourcesResult, ListToolsResult,
-    PaginatedRequestParams, ReadResourceRequest, ReadResourceRequestParams, ReadResourceResult,
-    ServerResult,
+    ListPromptsResult, ListResourceTemplatesRequest, ListResourceTemplatesResult,
+    ListResourcesRequest, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+    ReadResourceRequest, ReadResourceRequestParams, ReadResourceResult, ServerResult,
 };
 use switchyard_shared::mcp::{McpServerInfo, McpServerList, McpToolCall, McpToolEvent};
 use switchyard_shared::{ApiError, ErrorCode};
+use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::handler::{HandlerState, ProxyClientHandler};
+use super::handler::{HandlerState, ListChanged, ProxyClientHandler};
 use super::session::{Failure, InFlight, InUse, Session, list_tools_request, unexpected};
 use super::upstream::{self, truncate};
 use crate::config::{Isolation, McpServerConfig};
@@ -47,6 +48,9 @@ use crate::identity::Identity;
 const BACKOFF_FIRST: Duration = Duration::from_millis(250);
 /// Longest delay between attempts to start or reach a failing server.
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Announcements of changed lists kept for a gateway client that has not read them yet; one that
+/// falls further behind is told that every list changed.
+const LIST_CHANGES_BUFFER: usize = 64;
 /// How long [`McpPool::shutdown`] waits for sessions to close before dropping them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
@@ -55,6 +59,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 pub struct McpPool {
     servers: Vec<Server>,
     list: McpServerList,
+    /// Every session's announcements of changed lists, for the gateway's clients.
+    changes: broadcast::Sender<ListChanged>,
 }
 
 /// One configured server: the slot every caller shares, and each user's for `per_user`.
@@ -70,9 +76,11 @@ struct Server {
 /// One server's session for one set of callers, if it has one.
 struct Slot {
     name: Arc<str>,
-    /// Whose slot it is (`per_user` servers), for logs.
-    user: Option<Arc<str>>,
+    /// Whose slot it is (`per_user` servers): for logs, and to tell only them of changed lists.
+    owner: Option<Identity>,
     config: McpServerConfig,
+    /// Where its sessions announce changed lists.
+    changes: broadcast::Sender<ListChanged>,
     // Held while connecting, so concurrent first requests share one start.
     state: tokio::sync::Mutex<SlotState>,
     /// Live sessions when last counted (see [`McpPool::session_counts`]).
@@ -83,7 +91,7 @@ impl std::fmt::Debug for Slot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Slot")
             .field("config", &self.config)
-            .field("user", &self.user)
+            .field("user", &self.user())
             .finish_non_exhaustive()
     }
 }
@@ -101,6 +109,7 @@ enum Operation {
     ListTools(Option<String>),
     CallTool(CallToolRequestParams),
     ListResources(Option<String>),
+    ListResourceTemplates(Option<String>),
     ReadResource(String),
     ListPrompts(Option<String>),
     GetPrompt(GetPromptRequestParams),
@@ -112,6 +121,7 @@ impl Operation {
             Operation::ListTools(_) => "tools/list",
             Operation::CallTool(_) => "tools/call",
             Operation::ListResources(_) => "resources/list",
+            Operation::ListResourceTemplates(_) => "resources/templates/list",
             Operation::ReadResource(_) => "resources/read",
             Operation::ListPrompts(_) => "prompts/list",
             Operation::GetPrompt(_) => "prompts/get",
@@ -136,6 +146,13 @@ impl Operation {
             }
             Operation::ListResources(cursor) => {
                 ClientRequest::ListResourcesRequest(ListResourcesRequest {
+                    method: Default::default(),
+                    params: page(cursor),
+                    extensions: Default::default(),
+                })
+            }
+            Operation::ListResourceTemplates(cursor) => {
+                ClientRequest::ListResourceTemplatesRequest(ListResourceTemplatesRequest {
                     method: Default::default(),
                     params: page(cursor),
                     extensions: Default::default(),
@@ -183,10 +200,11 @@ pub type ToolEventStream = std::pin::Pin<Box<dyn Stream<Item = McpToolEvent> + S
 impl McpPool {
     /// The pool for the configured servers; nothing is started until a request needs it.
     pub fn new(servers: &[McpServerConfig]) -> Self {
+        let (changes, _) = broadcast::channel(LIST_CHANGES_BUFFER);
         let slots = servers
             .iter()
             .map(|config| Server {
-                shared: Arc::new(Slot::new(config, None)),
+                shared: Arc::new(Slot::new(config, None, changes.clone())),
                 users: (config.isolation == Isolation::PerUser)
                     .then(|| std::sync::Mutex::new(HashMap::new())),
             })
@@ -203,7 +221,14 @@ impl McpPool {
         McpPool {
             servers: slots,
             list,
+            changes,
         }
+    }
+
+    /// The servers' announcements of changed tool, prompt and resource lists from now on (while
+    /// a session to the server is open, which is when a server can announce anything).
+    pub fn list_changes(&self) -> broadcast::Receiver<ListChanged> {
+        self.changes.subscribe()
     }
 
     /// The configured servers, as `GET /api/mcp/servers` lists them.
@@ -309,6 +334,26 @@ impl McpPool {
             other => Err(upstream_error(
                 server,
                 &unexpected("resources/list", &other),
+            )),
+        }
+    }
+
+    /// One page of the server's resource templates.
+    pub async fn list_resource_templates(
+        &self,
+        caller: &Identity,
+        server: &str,
+        cursor: Option<String>,
+    ) -> Result<ListResourceTemplatesResult, ApiError> {
+        match self
+            .execute(caller, server, &Operation::ListResourceTemplates(cursor))
+            .await?
+            .result
+        {
+            ServerResult::ListResourceTemplatesResult(page) => Ok(page),
+            other => Err(upstream_error(
+                server,
+                &unexpected("resources/templates/list", &other),
             )),
         }
     }
@@ -454,7 +499,8 @@ impl McpPool {
         make_room(&mut users, &entry.shared)?;
         let slot = Arc::new(Slot::new(
             &entry.shared.config,
-            Some(Arc::clone(&caller.user)),
+            Some(caller.clone()),
+            entry.shared.changes.clone(),
         ));
         users.insert(caller.clone(), Arc::clone(&slot));
         tracing::debug!(server = %entry.shared.name, user = %caller.user, users = users.len(), "new per-user MCP slot");
@@ -537,7 +583,7 @@ fn make_room(users: &mut HashMap<Identity, Arc<Slot>>, server: &Slot) -> Result<
         Some(evicted) => {
             tracing::info!(
                 server = %server.name,
-                user = evicted.user.as_deref(),
+                user = evicted.user(),
                 "closing the MCP session idle the longest to make room for another user"
             );
             tokio::spawn(async move { evicted.close().await });
@@ -563,14 +609,24 @@ fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Slot {
-    fn new(config: &McpServerConfig, user: Option<Arc<str>>) -> Self {
+    fn new(
+        config: &McpServerConfig,
+        owner: Option<Identity>,
+        changes: broadcast::Sender<ListChanged>,
+    ) -> Self {
         Slot {
             name: Arc::from(config.name.as_str()),
-            user,
+            owner,
             config: config.clone(),
+            changes,
             state: tokio::sync::Mutex::new(SlotState::default()),
             sessions_seen: AtomicUsize::new(0),
         }
+    }
+
+    /// The user whose slot it is, for logs.
+    fn user(&self) -> Option<&str> {
+        self.owner.as_ref().map(|owner| &*owner.user)
     }
 
     /// 1 with a live session, else 0; what was last seen while the slot is busy.
@@ -616,7 +672,7 @@ impl Slot {
                 // Counted under the lock, so the idle check cannot close it in between.
                 return Ok(session.begin());
             }
-            tracing::info!(server = %self.name, user = self.user.as_deref(), "MCP session ended; starting a new one");
+            tracing::info!(server = %self.name, user = self.user(), "MCP session ended; starting a new one");
             if let Some(dead) = state.session.take() {
                 tokio::spawn(async move { dead.close().await });
             }
@@ -628,10 +684,14 @@ impl Slot {
             let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             return Err(error.clone().with_retry_after(Some(seconds)));
         }
-        let handler = HandlerState::new(Arc::clone(&self.name));
+        let handler = HandlerState::new(
+            Arc::clone(&self.name),
+            self.owner.clone(),
+            self.changes.clone(),
+        );
         // The session outlives the request that opens it: its background task logs under a span
         // of its own, not under that request's.
-        let session_span = tracing::info_span!(parent: None, "mcp_session", server = %self.name, user = self.user.as_deref());
+        let session_span = tracing::info_span!(parent: None, "mcp_session", server = %self.name, user = self.user());
         let connecting = upstream::connect(
             &self.config,
             ProxyClientHandler {
@@ -655,7 +715,7 @@ impl Slot {
                 let session = Arc::new(Session::new(Arc::clone(&self.name), connection, handler));
                 tracing::info!(
                     server = %self.name,
-                    user = self.user.as_deref(),
+                    user = self.user(),
                     protocol_version = %session.protocol_version(),
                     "MCP session established"
                 );
@@ -795,7 +855,7 @@ fn watch_idle(slot: Weak<Slot>, session: Weak<Session>, idle_timeout: Duration) 
             }
             match session.idle_for() {
                 Some(idle) if idle >= idle_timeout => {
-                    tracing::info!(server = %slot.name, user = slot.user.as_deref(), "closing the idle MCP session");
+                    tracing::info!(server = %slot.name, user = slot.user(), "closing the idle MCP session");
                     state.session = None;
                     drop(state);
                     session.close().await;

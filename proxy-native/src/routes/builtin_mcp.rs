@@ -69,7 +69,7 @@ pub(super) fn routes(state: &AppState) -> Router<AppState> {
     router
 }
 
-fn http_config(server: &ServerConfig) -> StreamableHttpServerConfig {
+pub(super) fn http_config(server: &ServerConfig) -> StreamableHttpServerConfig {
     // `Host` and `Origin` are checked for every route by the proxy's layers, which know
     // `allowed_hosts` and the proxy's own origin; rmcp's narrower default list (localhost,
     // 127.0.0.1, ::1) would refuse the names a proxy listening beyond loopback is reached by.
@@ -86,6 +86,17 @@ fn http_config(server: &ServerConfig) -> StreamableHttpServerConfig {
 /// Refuses a JSON POST body that is not one JSON-RPC message with 400 and the JSON-RPC error for
 /// it. Other media types are left to the endpoint, whose 415 is right for them.
 async fn refuse_malformed(request: Request, next: Next) -> Response {
+    match read_message(request).await {
+        Ok((request, _)) => next.run(request).await,
+        Err(refusal) => refusal,
+    }
+}
+
+/// The JSON-RPC message of a JSON POST, with the request given back for the endpoint; `None`
+/// for other requests. A body that is not one message is refused (400, JSON-RPC error).
+pub(super) async fn read_message(
+    request: Request,
+) -> Result<(Request, Option<ClientJsonRpcMessage>), Response> {
     let is_json = request
         .headers()
         .get(CONTENT_TYPE)
@@ -96,54 +107,54 @@ async fn refuse_malformed(request: Request, next: Next) -> Response {
                 .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
         });
     if request.method() != Method::POST || !is_json {
-        return next.run(request).await;
+        return Ok((request, None));
     }
-    let (request, body) = match buffer_body(request).await {
-        Ok(buffered) => buffered,
-        Err(error) => return error.into_response(),
-    };
-    match json_rpc_problem(&body) {
-        None => next.run(request).await,
-        Some((code, message)) => {
-            let error = serde_json::json!({
-                "jsonrpc": "2.0",
-                "id": null,
-                "error": {"code": code, "message": message},
-            });
-            (StatusCode::BAD_REQUEST, axum::Json(error)).into_response()
-        }
+    let (request, body) = buffer_body(request)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    match parse_message(&body) {
+        Ok(message) => Ok((request, Some(message))),
+        Err((code, message)) => Err(json_rpc_error(StatusCode::BAD_REQUEST, code, message)),
     }
 }
 
-/// What is wrong with `body` as one JSON-RPC message from a client: the JSON-RPC error code and
-/// message, or `None` when it is one (the same type rmcp reads it as).
-fn json_rpc_problem(body: &[u8]) -> Option<(i32, &'static str)> {
+/// An HTTP answer carrying a JSON-RPC error that answers no request in particular.
+pub(super) fn json_rpc_error(status: StatusCode, code: i32, message: &str) -> Response {
+    let error = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": {"code": code, "message": message},
+    });
+    (status, axum::Json(error)).into_response()
+}
+
+/// `body` as one JSON-RPC message from a client (the type rmcp reads it as), or the JSON-RPC
+/// error code and message for what is wrong with it.
+fn parse_message(body: &[u8]) -> Result<ClientJsonRpcMessage, (i32, &'static str)> {
     use serde_json::error::Category;
     // One pass: the error's category tells unreadable JSON from JSON of the wrong shape.
-    match serde_json::from_slice::<ClientJsonRpcMessage>(body) {
-        Ok(_) => None,
-        Err(e)
-            if matches!(
-                e.classify(),
-                Category::Syntax | Category::Eof | Category::Io
-            ) =>
-        {
-            Some((-32700, "Parse error: the body is not JSON"))
+    serde_json::from_slice::<ClientJsonRpcMessage>(body).map_err(|e| {
+        if matches!(
+            e.classify(),
+            Category::Syntax | Category::Eof | Category::Io
+        ) {
+            (-32700, "Parse error: the body is not JSON")
+        } else {
+            (
+                -32600,
+                "Invalid Request: the body is not one JSON-RPC 2.0 request, notification or response",
+            )
         }
-        Err(_) => Some((
-            -32600,
-            "Invalid Request: the body is not one JSON-RPC 2.0 request, notification or response",
-        )),
-    }
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::json_rpc_problem;
+    use super::parse_message;
 
     #[test]
     fn only_one_json_rpc_message_passes() {
-        let code = |body: &str| json_rpc_problem(body.as_bytes()).map(|(code, _)| code);
+        let code = |body: &str| parse_message(body.as_bytes()).err().map(|(code, _)| code);
         assert_eq!(
             code(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#),
             None

@@ -5,6 +5,7 @@ mod builtin_mcp;
 mod health;
 mod llm;
 mod mcp;
+mod mcp_gateway;
 mod mock;
 mod openai;
 pub mod openapi;
@@ -26,6 +27,7 @@ pub fn router(state: AppState) -> Router {
         .merge(openapi::routes())
         .merge(mcp::routes())
         .merge(builtin_mcp::routes(&state))
+        .merge(mcp_gateway::routes(&state))
         .merge(health::routes(&state))
         .merge(mock::routes(&state))
         .merge(page::routes(&state))

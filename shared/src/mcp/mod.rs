@@ -5,6 +5,7 @@ pub mod api;
 pub mod client;
 pub mod headers;
 mod jsonrpc;
+pub mod namespace;
 pub mod proxy_route;
 mod response;
 

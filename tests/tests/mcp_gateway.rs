@@ -1,0 +1,641 @@
+//! The MCP gateway (`/mcp`) end to end: the real proxy (in process, on loopback) in front of the
+//! rmcp test server twice, over stdio (`local`, sessions) and over stateless Streamable HTTP
+//! (`remote`, 2026-07-28), reached by rmcp's own client over Streamable HTTP with each protocol
+//! version the gateway speaks. Two keys: `alice` may use everything, `bob` one server's `echo`
+//! and `slow`.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rmcp::model::{
+    CallToolRequest, CallToolRequestParams, ClientCapabilities, ClientConfig, ClientRequest,
+    ErrorCode, GetPromptRequestParams, Implementation, ProgressNotificationParam, ProtocolVersion,
+    ReadResourceRequestParams, ResourceContents, ServerNotification, ServerResult,
+    SubscriptionFilter,
+};
+use rmcp::service::{
+    ClientLifecycleMode, ClientServiceExt, NotificationContext, PeerRequestOptions, RunningService,
+    ServiceError,
+};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::{ClientHandler, RoleClient};
+use serde_json::{Value, json};
+use switchyard_proxy::Config;
+use switchyard_proxy::auth::keys;
+use switchyard_tests::mcp_server::HttpTestServer;
+
+mod common;
+use common::LoopbackProxy;
+
+const RMCP_SERVER: &str = env!("CARGO_BIN_EXE_mcp-test-server");
+/// Bounds every request a test makes, so that a regression fails instead of hanging.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bounds each wait for something the gateway should pass on.
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Harness {
+    proxy: LoopbackProxy,
+    alice: String,
+    bob: String,
+    _remote: HttpTestServer,
+}
+
+async fn start() -> Harness {
+    start_with("").await
+}
+
+/// The proxy, with `extra` added to its configuration.
+async fn start_with(extra: &str) -> Harness {
+    common::init_tracing();
+    let remote = HttpTestServer::start("127.0.0.1:0".parse().unwrap(), true)
+        .await
+        .unwrap();
+    let (alice, alice_hash) = keys::generate().unwrap();
+    let (bob, bob_hash) = keys::generate().unwrap();
+    let toml = format!(
+        r#"
+        [[mcp_servers]]
+        name = "local"
+        transport = "stdio"
+        command = {RMCP_SERVER:?}
+        args = ["--stdio"]
+
+        [[mcp_servers]]
+        name = "remote"
+        transport = "streamable_http"
+        url = "{remote}"
+
+        [[keys]]
+        name = "alice"
+        hash = "{alice_hash}"
+        models = []
+        mcp = ["*"]
+
+        [[keys]]
+        name = "bob"
+        hash = "{bob_hash}"
+        models = []
+        mcp = ["local/echo", "local/slow"]
+
+        {extra}
+        "#,
+        remote = remote.url(),
+    );
+    let config = Config::from_toml_str(&toml, "gateway test").unwrap();
+    Harness {
+        proxy: LoopbackProxy::start(config, REQUEST_TIMEOUT).await,
+        alice,
+        bob,
+        _remote: remote,
+    }
+}
+
+/// What a client saw arrive on its own.
+#[derive(Default)]
+struct Seen {
+    tool_list_changes: Mutex<usize>,
+    progress: Mutex<Vec<ProgressNotificationParam>>,
+}
+
+/// An MCP client speaking one protocol version, recording notifications.
+#[derive(Clone)]
+struct Client {
+    version: ProtocolVersion,
+    seen: Arc<Seen>,
+}
+
+impl ClientHandler for Client {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(
+            ClientCapabilities::default(),
+            Implementation::new("gateway-test", "1"),
+        )
+        .with_protocol_version(self.version.clone())
+    }
+
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        *self.seen.tool_list_changes.lock().unwrap() += 1;
+    }
+
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        self.seen.progress.lock().unwrap().push(params);
+    }
+}
+
+type Session = RunningService<RoleClient, Client>;
+
+/// Connects to the gateway as the holder of `key`, speaking `version`.
+async fn connect(h: &Harness, key: &str, version: ProtocolVersion) -> (Session, Arc<Seen>) {
+    try_connect(h, key, version.clone())
+        .await
+        .unwrap_or_else(|e| panic!("connecting with {version}: {e}"))
+}
+
+async fn try_connect(
+    h: &Harness,
+    key: &str,
+    version: ProtocolVersion,
+) -> Result<(Session, Arc<Seen>), String> {
+    let config =
+        StreamableHttpClientTransportConfig::with_uri(h.proxy.url("/mcp")).auth_header(key);
+    let transport = StreamableHttpClientTransport::from_config(config);
+    let lifecycle = if version.has_initialize() {
+        ClientLifecycleMode::Initialize
+    } else {
+        ClientLifecycleMode::Discover {
+            preferred_versions: vec![version.clone()],
+        }
+    };
+    let seen = Arc::new(Seen::default());
+    let client = Client {
+        version,
+        seen: Arc::clone(&seen),
+    };
+    let session = tokio::time::timeout(WAIT, client.serve_with_lifecycle(transport, lifecycle))
+        .await
+        .map_err(|_| "no answer".to_owned())?
+        .map_err(|e| e.to_string())?;
+    Ok((session, seen))
+}
+
+/// The versions the gateway is asked for in every test that runs across versions.
+fn versions() -> [ProtocolVersion; 3] {
+    [
+        ProtocolVersion::V_2025_06_18,
+        ProtocolVersion::V_2025_11_25,
+        ProtocolVersion::V_2026_07_28,
+    ]
+}
+
+fn arguments(value: Value) -> rmcp::model::JsonObject {
+    match value {
+        Value::Object(map) => map,
+        other => panic!("not an object: {other}"),
+    }
+}
+
+async fn call(session: &Session, name: &str, args: Value) -> Result<String, ServiceError> {
+    let params = CallToolRequestParams::new(name.to_owned()).with_arguments(arguments(args));
+    let result = session.call_tool(params).await?;
+    let text = result
+        .content
+        .first()
+        .and_then(|content| content.as_text())
+        .map(|text| text.text.clone())
+        .unwrap_or_default();
+    Ok(text)
+}
+
+/// The JSON-RPC error of a failed request.
+fn rpc_error(error: ServiceError) -> rmcp::model::ErrorData {
+    match error {
+        ServiceError::McpError(error) => error,
+        other => panic!("expected a JSON-RPC error, got {other}"),
+    }
+}
+
+#[tokio::test]
+async fn every_server_is_one_server_in_every_version() {
+    let h = start().await;
+    for version in versions() {
+        let (session, _) = connect(&h, &h.alice, version.clone()).await;
+        let info = session.peer_info().expect("server info");
+        let name = info.server_info.as_ref().map(|i| i.name.as_str());
+        assert_eq!(name, Some("switchyard-gateway"), "{version}");
+
+        // Both servers' tools, all pages, named by server (the test server pages its lists).
+        let mut names: Vec<String> = session
+            .list_all_tools()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|tool| tool.name.into_owned())
+            .collect();
+        names.sort();
+        for expected in ["local__echo", "local__add", "remote__echo", "remote__slow"] {
+            assert!(
+                names.iter().any(|n| n == expected),
+                "{version}: {expected} missing from {names:?}"
+            );
+        }
+        assert!(
+            names
+                .iter()
+                .all(|n| n.starts_with("local__") || n.starts_with("remote__")),
+            "{names:?}"
+        );
+
+        // Calls reach the server the name says, with the arguments.
+        assert_eq!(
+            call(&session, "local__echo", json!({"message": "hi"}))
+                .await
+                .unwrap(),
+            "Echo: hi"
+        );
+        assert_eq!(
+            call(&session, "remote__add", json!({"a": 2, "b": 3}))
+                .await
+                .unwrap(),
+            "5"
+        );
+        // Each upstream speaks its own version, whatever the client speaks.
+        assert_eq!(
+            call(&session, "remote__protocol_version", json!({}))
+                .await
+                .unwrap(),
+            "2026-07-28"
+        );
+
+        // Prompts and resources, named the same way.
+        let prompts = session.list_all_prompts().await.unwrap();
+        for expected in ["local__greeting", "local__plain-4", "remote__plain-1"] {
+            assert!(
+                prompts.iter().any(|p| p.name == expected),
+                "{version}: {expected} missing"
+            );
+        }
+        let got = session
+            .get_prompt(GetPromptRequestParams::new("remote__plain-1"))
+            .await
+            .unwrap();
+        assert_eq!(
+            serde_json::to_value(&got.messages).unwrap()[0]["content"]["text"],
+            "This is plain-1.",
+            "{version}"
+        );
+        let resources = session.list_all_resources().await.unwrap();
+        let resource = resources
+            .iter()
+            .find(|r| r.uri.starts_with("switchyard://remote/"))
+            .unwrap_or_else(|| panic!("no remote resource in {resources:?}"));
+        let read = session
+            .read_resource(ReadResourceRequestParams::new(resource.uri.clone()))
+            .await
+            .unwrap();
+        let uris: Vec<&str> = read
+            .contents
+            .iter()
+            .map(|c| match c {
+                ResourceContents::TextResourceContents { uri, .. }
+                | ResourceContents::BlobResourceContents { uri, .. } => uri.as_str(),
+                _ => "",
+            })
+            .collect();
+        assert!(
+            uris.iter().all(|uri| *uri == resource.uri),
+            "{version}: contents name {uris:?}, not {}",
+            resource.uri
+        );
+
+        // Names that are not the gateway's, or of no server, are refused as bad parameters.
+        for name in ["echo", "nowhere__echo", "local__no_such_tool"] {
+            let error = rpc_error(call(&session, name, json!({})).await.unwrap_err());
+            assert_eq!(error.code, ErrorCode::INVALID_PARAMS, "{name}: {error:?}");
+        }
+        let error = session
+            .read_resource(ReadResourceRequestParams::new("test://static/1"))
+            .await
+            .unwrap_err();
+        assert_eq!(rpc_error(error).code, ErrorCode::INVALID_PARAMS);
+        session.cancel().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn scopes_narrow_what_the_gateway_offers() {
+    let h = start().await;
+    for version in versions() {
+        let (session, _) = connect(&h, &h.bob, version.clone()).await;
+        let mut names: Vec<String> = session
+            .list_all_tools()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|tool| tool.name.into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["local__echo", "local__slow"], "{version}");
+        assert_eq!(
+            call(&session, "local__echo", json!({"message": "bob"}))
+                .await
+                .unwrap(),
+            "Echo: bob"
+        );
+        // Out of scope: refused, with the taxonomy's code in the error's data.
+        let error = rpc_error(
+            call(&session, "local__add", json!({"a": 1, "b": 1}))
+                .await
+                .unwrap_err(),
+        );
+        assert_eq!(error.code, ErrorCode::INVALID_PARAMS);
+        assert_eq!(error.data.unwrap()["code"], "forbidden");
+        let error = rpc_error(
+            call(&session, "remote__echo", json!({"message": "x"}))
+                .await
+                .unwrap_err(),
+        );
+        assert_eq!(error.code, ErrorCode::INVALID_PARAMS, "{error:?}");
+        // A server outside the scopes has no resources for this caller.
+        let resources = session.list_all_resources().await.unwrap();
+        assert!(
+            resources
+                .iter()
+                .all(|r| r.uri.starts_with("switchyard://local/")),
+            "{resources:?}"
+        );
+        session.cancel().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn the_gateway_needs_a_key_and_a_session_keeps_its_owner() {
+    let h = start().await;
+    // Without a key, or with a wrong one: refused before any MCP is spoken.
+    for key in [None, Some("not-a-key")] {
+        let mut request = h
+            .proxy
+            .client
+            .post(h.proxy.url("/mcp"))
+            .header("accept", "application/json, text/event-stream")
+            .json(
+                &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {},
+                "clientInfo": {"name": "x", "version": "1"}}}),
+            );
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401, "{key:?}");
+    }
+
+    // Alice's session, used with Bob's key: refused.
+    let initialize = |key: &str| {
+        h.proxy
+            .client
+            .post(h.proxy.url("/mcp"))
+            .bearer_auth(key)
+            .header("accept", "application/json, text/event-stream")
+            .json(
+                &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {},
+                "clientInfo": {"name": "raw", "version": "1"}}}),
+            )
+    };
+    let response = initialize(&h.alice).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let session_id = response
+        .headers()
+        .get("mcp-session-id")
+        .expect("a session id")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    drop(response.text().await);
+    let in_session = |key: &str, body: Value| {
+        h.proxy
+            .client
+            .post(h.proxy.url("/mcp"))
+            .bearer_auth(key)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-session-id", &session_id)
+            .header("mcp-protocol-version", "2025-11-25")
+            .json(&body)
+    };
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let status = in_session(&h.alice, initialized)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert!(status.is_success(), "{status}");
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+    let alice_list = in_session(&h.alice, list.clone()).send().await.unwrap();
+    assert_eq!(alice_list.status(), 200);
+    assert!(alice_list.text().await.unwrap().contains("local__add"));
+    let bob_list = in_session(&h.bob, list).send().await.unwrap();
+    let body = bob_list.text().await.unwrap();
+    assert!(
+        body.contains("belongs to another caller") && !body.contains("local__add"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn progress_reaches_the_client_under_its_own_token() {
+    let h = start().await;
+    for version in versions() {
+        let (session, seen) = connect(&h, &h.alice, version.clone()).await;
+        let params = CallToolRequestParams::new("local__slow")
+            .with_arguments(arguments(json!({"steps": 3, "delay_ms": 20})));
+        // rmcp's client puts a progress token of its own choosing into every request.
+        let handle = session
+            .send_cancellable_request(
+                ClientRequest::CallToolRequest(CallToolRequest::new(params)),
+                PeerRequestOptions::no_options(),
+            )
+            .await
+            .unwrap();
+        let token = handle.progress_token.clone();
+        let result = match handle.await_response().await.unwrap() {
+            ServerResult::CallToolResult(result) => result,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            result.content[0].as_text().unwrap().text,
+            "done after 3 steps"
+        );
+        let progress = seen.progress.lock().unwrap().clone();
+        let steps: Vec<f64> = progress.iter().map(|p| p.progress).collect();
+        assert_eq!(steps, [1.0, 2.0, 3.0], "{version}");
+        assert!(
+            progress
+                .iter()
+                .all(|p| p.progress_token == token && p.total == Some(3.0)),
+            "{version}: {progress:?} (token {token:?})"
+        );
+        session.cancel().await.unwrap();
+    }
+}
+
+/// The number the test server's `stats` tool reports under `key`.
+async fn stat(session: &Session, key: &str) -> u64 {
+    let text = call(session, "local__stats", json!({})).await.unwrap();
+    let stats: Value = serde_json::from_str(&text).unwrap();
+    stats[key].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn a_cancelled_call_is_cancelled_upstream() {
+    let h = start().await;
+    let (session, _) = connect(&h, &h.alice, ProtocolVersion::V_2025_11_25).await;
+    let before = stat(&session, "cancelled").await;
+    let params = CallToolRequestParams::new("local__slow")
+        .with_arguments(arguments(json!({"steps": 100, "delay_ms": 100})));
+    let handle = session
+        .send_cancellable_request(
+            ClientRequest::CallToolRequest(CallToolRequest::new(params)),
+            PeerRequestOptions::no_options(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    handle.cancel(Some("changed my mind".into())).await.unwrap();
+    let mut cancelled = before;
+    for _ in 0..100 {
+        cancelled = stat(&session, "cancelled").await;
+        if cancelled > before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        cancelled,
+        before + 1,
+        "the server's slow call was not cancelled"
+    );
+    session.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn changed_tool_lists_are_passed_on() {
+    let h = start().await;
+    // A session (2025-11-25): the change arrives on the session's own event stream.
+    let (session, seen) = connect(&h, &h.alice, ProtocolVersion::V_2025_11_25).await;
+    let tools = session.list_all_tools().await.unwrap();
+    assert!(!tools.iter().any(|t| t.name == "local__revealed"));
+    // Bob may not use the server's `announce`, but he may use the server: he hears of it too.
+    let (bob, bob_seen) = connect(&h, &h.bob, ProtocolVersion::V_2025_11_25).await;
+
+    // 2026-07-28: `subscriptions/listen`.
+    let (stateless, _) = connect(&h, &h.alice, ProtocolVersion::V_2026_07_28).await;
+    let mut subscription = stateless
+        .peer()
+        .listen(SubscriptionFilter::builder().tools_list_changed().build())
+        .await
+        .unwrap();
+    assert_eq!(subscription.acknowledged().tools_list_changed, Some(true));
+
+    assert_eq!(
+        call(&session, "local__announce", json!({})).await.unwrap(),
+        "announced"
+    );
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if *seen.tool_list_changes.lock().unwrap() > 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the session's client heard of the change");
+    tokio::time::timeout(WAIT, async {
+        while *bob_seen.tool_list_changes.lock().unwrap() == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("Bob's client heard of the change");
+    let notification = tokio::time::timeout(WAIT, subscription.next())
+        .await
+        .expect("the subscription heard of the change")
+        .unwrap()
+        .expect("an open subscription");
+    assert!(
+        matches!(
+            notification,
+            ServerNotification::ToolListChangedNotification(_)
+        ),
+        "{notification:?}"
+    );
+    let tools = session.list_all_tools().await.unwrap();
+    assert!(tools.iter().any(|t| t.name == "local__revealed"));
+    bob.cancel().await.unwrap();
+    session.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn sessions_are_bounded() {
+    let h = start_with("[mcp_gateway]\nmax_sessions = 2\n").await;
+    let (first, _) = connect(&h, &h.alice, ProtocolVersion::V_2025_11_25).await;
+    let (second, _) = connect(&h, &h.bob, ProtocolVersion::V_2025_11_25).await;
+    let refused = h
+        .proxy
+        .client
+        .post(h.proxy.url("/mcp"))
+        .bearer_auth(&h.alice)
+        .header("accept", "application/json, text/event-stream")
+        .json(
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "third", "version": "1"}}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "5");
+    // Stateless requests need no place.
+    let (stateless, _) = connect(&h, &h.alice, ProtocolVersion::V_2026_07_28).await;
+    assert_eq!(
+        call(&stateless, "local__echo", json!({"message": "still"}))
+            .await
+            .unwrap(),
+        "Echo: still"
+    );
+    // A closed session frees its place.
+    first.cancel().await.unwrap();
+    let mut reopened = Err(String::new());
+    for _ in 0..50 {
+        reopened = try_connect(&h, &h.alice, ProtocolVersion::V_2025_11_25).await;
+        if reopened.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (third, _) = reopened.expect("a place after a session closed");
+    third.cancel().await.unwrap();
+    second.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_malformed_body_is_a_json_rpc_error() {
+    let h = start().await;
+    for (body, code) in [("{not json", -32700), ("[]", -32600)] {
+        let response = h
+            .proxy
+            .client
+            .post(h.proxy.url("/mcp"))
+            .bearer_auth(&h.alice)
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{body}");
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["code"], code, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn a_disabled_gateway_is_not_found() {
+    let h = start_with("[mcp_gateway]\nenabled = false\n").await;
+    let response = h
+        .proxy
+        .client
+        .post(h.proxy.url("/mcp"))
+        .bearer_auth(&h.alice)
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+}
