@@ -4,6 +4,8 @@
 //! version the gateway speaks. Two keys: `alice` may use everything, `bob` one server's `echo`
 //! and `slow`.
 
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -638,4 +640,196 @@ async fn a_disabled_gateway_is_not_found() {
         .await
         .unwrap();
     assert_eq!(response.status(), 404);
+}
+
+fn repository() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// An npm package's file, installed by `npm ci` at the repository root.
+fn node_module(path: &str) -> PathBuf {
+    let file = repository().join("node_modules").join(path);
+    assert!(
+        file.is_file(),
+        "{} is missing: run npm ci at the repository root (cargo xtask test does)",
+        file.display()
+    );
+    file
+}
+
+/// The proxy with the reference server (`@modelcontextprotocol/server-everything`, over stdio)
+/// as a third server, `everything`.
+async fn start_with_everything() -> Harness {
+    let everything = node_module("@modelcontextprotocol/server-everything/dist/index.js");
+    start_with(&format!(
+        r#"
+        [[mcp_servers]]
+        name = "everything"
+        transport = "stdio"
+        command = "node"
+        args = [{everything:?}, "stdio"]
+        "#,
+        everything = everything.display().to_string()
+    ))
+    .await
+}
+
+/// Runs `program` with `args` and `env` in `cwd` (bounded to a minute); its standard output,
+/// after checking that it succeeded.
+async fn run_node(program: &Path, args: &[&str], env: &[(&str, &str)], cwd: &Path) -> String {
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(args)
+        .current_dir(cwd)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .expect("the client finished within a minute")
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{} failed: {}\n{stdout}",
+        program.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+#[tokio::test]
+async fn the_typescript_sdks_client_uses_the_gateway() {
+    let h = start_with_everything().await;
+    node_module("@modelcontextprotocol/sdk/package.json");
+    let script = repository().join("tests/clients/mcp_gateway.mjs");
+    let stdout = run_node(
+        Path::new("node"),
+        &[&script.display().to_string()],
+        &[
+            ("SWITCHYARD_MCP", &h.proxy.url("/mcp")),
+            ("SWITCHYARD_KEY", &h.alice),
+            ("SWITCHYARD_NARROW_KEY", &h.bob),
+        ],
+        &repository(),
+    )
+    .await;
+    let seen: Value =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+
+    assert_eq!(seen["server"], "switchyard-gateway");
+    // The SDK negotiates its newest version with an `initialize` handshake: a session.
+    assert_eq!(seen["protocolVersion"], "2025-11-25", "{seen}");
+    assert_eq!(seen["sessionId"], true);
+    assert_eq!(seen["capabilities"]["tools"]["listChanged"], true, "{seen}");
+    let tools: Vec<&str> = seen["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for expected in ["local__echo", "remote__echo", "everything__echo"] {
+        assert!(tools.contains(&expected), "{expected} not in {tools:?}");
+    }
+    assert_eq!(seen["echo"], "Echo: from ts");
+    assert_eq!(seen["everythingEcho"], "Echo: reference");
+    assert_eq!(seen["slow"], "done after 3 steps");
+    assert_eq!(
+        seen["progress"],
+        json!([
+            {"progress": 1, "total": 3},
+            {"progress": 2, "total": 3},
+            {"progress": 3, "total": 3},
+        ])
+    );
+    assert!(seen["aborted"].is_object(), "{seen}");
+    assert_eq!(seen["cancelledUpstream"], 1, "{seen}");
+    assert!(
+        seen["prompts"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("local__greeting")),
+        "{seen}"
+    );
+    assert_eq!(seen["prompt"], "Please greet Ada warmly.");
+    assert_eq!(seen["read"]["contents"], json!([seen["read"]["asked"]]));
+    assert_eq!(seen["unknownTool"]["code"], -32602, "{seen}");
+    assert_eq!(seen["notNamespaced"]["code"], -32602, "{seen}");
+    assert_eq!(seen["toolListChanges"], 1, "{seen}");
+    assert_eq!(seen["revealed"], true);
+    assert_eq!(seen["narrowTools"], json!(["local__echo", "local__slow"]));
+    assert_eq!(
+        seen["narrowForbidden"]["data"]["code"], "forbidden",
+        "{seen}"
+    );
+    assert_eq!(seen["wrongKey"]["code"], 401, "{seen}");
+}
+
+#[tokio::test]
+async fn the_mcp_inspector_cli_lists_and_calls_through_the_gateway() {
+    let h = start_with_everything().await;
+    let inspector = node_module("@modelcontextprotocol/inspector/cli/build/cli.js");
+    // The Inspector looks for its own package.json at `../package.json` from the working
+    // directory (and imports it from its module's): it must run where that path does not exist.
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path().join("cwd");
+    std::fs::create_dir(&cwd).unwrap();
+    let url = h.proxy.url("/mcp");
+    let header = format!("Authorization: Bearer {}", h.alice);
+    let inspect = |method: &'static str, extra: &'static [&'static str]| {
+        let mut args = vec![
+            inspector.display().to_string(),
+            "--cli".into(),
+            url.clone(),
+            "--transport".into(),
+            "http".into(),
+            "--header".into(),
+            header.clone(),
+            "--method".into(),
+            method.into(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    };
+    let args = inspect("tools/list", &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let listed: Value =
+        serde_json::from_str(&run_node(Path::new("node"), &args, &[], &cwd).await).unwrap();
+    let names: Vec<&str> = listed["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(names.contains(&"everything__echo"), "{names:?}");
+    assert!(names.contains(&"local__add"), "{names:?}");
+
+    let args = inspect(
+        "tools/call",
+        &[
+            "--tool-name",
+            "everything__echo",
+            "--tool-arg",
+            "message=inspected",
+        ],
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let called: Value =
+        serde_json::from_str(&run_node(Path::new("node"), &args, &[], &cwd).await).unwrap();
+    assert_eq!(called["content"][0]["text"], "Echo: inspected", "{called}");
+
+    let args = inspect("resources/list", &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let resources: Value =
+        serde_json::from_str(&run_node(Path::new("node"), &args, &[], &cwd).await).unwrap();
+    assert!(
+        resources["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["uri"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("switchyard://everything/"))),
+        "{resources}"
+    );
 }
