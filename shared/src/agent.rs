@@ -29,6 +29,7 @@ use crate::chat::{
     AssistantMessage, ChatRequest, ChatResponse, FinishReason, Message, ToolDefinition, Usage,
 };
 use crate::error::ApiError;
+use crate::mcp::namespace;
 
 /// Steps (model answers) allowed when the caller does not say.
 pub const DEFAULT_MAX_STEPS: u32 = 10;
@@ -211,7 +212,7 @@ impl AgentLoop {
         request.validate()?;
         let mut names: Vec<(String, String, String)> = Vec::with_capacity(tools.len());
         for t in tools {
-            let offered = unique_name(&format!("{}__{}", t.server, t.tool.name), &names);
+            let offered = unique_name(&namespace::qualify(&t.server, &t.tool.name), &names);
             request.tools.push(ToolDefinition {
                 name: offered.clone(),
                 description: t.tool.description.as_deref().map(str::to_owned),
