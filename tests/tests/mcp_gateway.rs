@@ -833,3 +833,46 @@ async fn the_mcp_inspector_cli_lists_and_calls_through_the_gateway() {
         "{resources}"
     );
 }
+
+#[tokio::test]
+async fn the_callers_rate_limit_applies_to_the_gateway() {
+    let (limited, limited_hash) = keys::generate().unwrap();
+    let h = start_with(&format!(
+        r#"
+        [[keys]]
+        name = "limited"
+        hash = "{limited_hash}"
+        models = []
+        mcp = ["*"]
+        [keys.limits]
+        requests_per_minute = 2
+        "#
+    ))
+    .await;
+    let mut statuses = Vec::new();
+    for id in 1..=3 {
+        let response = h
+            .proxy
+            .client
+            .post(h.proxy.url("/mcp"))
+            .bearer_auth(&limited)
+            .header("accept", "application/json, text/event-stream")
+            .json(
+                &json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {},
+                "clientInfo": {"name": "limited", "version": "1"}}}),
+            )
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+        if response.status() == 429 {
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+        }
+    }
+    assert_eq!(statuses, [200, 200, 429]);
+    // Another key's budget is its own.
+    let (session, _) = connect(&h, &h.alice, ProtocolVersion::V_2025_11_25).await;
+    session.cancel().await.unwrap();
+}
