@@ -8,6 +8,7 @@
 //! (timeouts, the body read chunk by chunk, the error mapping) is shared.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -80,10 +81,20 @@ pub struct UpstreamResponse {
 }
 
 /// A response body still to be read, from either kind of upstream.
-#[derive(Debug)]
 enum UpstreamBody {
-    Http(reqwest::Response),
+    /// Only the body of reqwest's response is kept: its headers, URL and extensions would stay
+    /// in memory for as long as a stream is open, several KB each (`cargo xtask bench memory`).
+    Http(Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>),
     InProcess(BodyDataStream),
+}
+
+impl std::fmt::Debug for UpstreamBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            UpstreamBody::Http(_) => "UpstreamBody::Http",
+            UpstreamBody::InProcess(_) => "UpstreamBody::InProcess",
+        })
+    }
 }
 
 type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -92,9 +103,10 @@ impl UpstreamBody {
     async fn chunk(&mut self) -> Result<Option<Bytes>, BodyError> {
         match self {
             // reqwest's errors name the URL; logs get them without it.
-            UpstreamBody::Http(response) => response
-                .chunk()
+            UpstreamBody::Http(body) => body
+                .next()
                 .await
+                .transpose()
                 .map_err(|e| Box::new(e.without_url()) as BodyError),
             UpstreamBody::InProcess(stream) => stream.next().await.transpose().map_err(Into::into),
         }
@@ -289,7 +301,7 @@ fn http_response(response: reqwest::Response) -> Answer {
     (
         response.status().as_u16(),
         retry_after(response.headers()),
-        UpstreamBody::Http(response),
+        UpstreamBody::Http(Box::pin(response.bytes_stream())),
     )
 }
 
