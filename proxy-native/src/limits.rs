@@ -11,8 +11,6 @@ use std::num::{NonZeroU32, NonZeroU64};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
-use axum::response::IntoResponse;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use switchyard_shared::{ApiError, ErrorCode};
@@ -21,7 +19,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use switchyard_shared::StreamEvent;
 use switchyard_shared::mcp::McpToolEvent;
 
-use crate::error::AppError;
 use crate::identity::{Grants, Identity, IdentitySource};
 use crate::stream_relay::RelayObserver;
 
@@ -86,17 +83,12 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Budget {
 }
 
 /// Refuses a request over its caller's request rate or token budget (`429` with `Retry-After`).
-pub async fn enforce(
-    State(limiter): State<Arc<Limiter>>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    if let Some(budget) = Budget::of(request.extensions())
-        && let Err(error) = limiter.admit(&budget)
-    {
-        return AppError(error).into_response();
+/// A request the authentication layer did not see has no budget and passes.
+pub fn check(limiter: &Limiter, extensions: &axum::http::Extensions) -> Result<(), ApiError> {
+    match Budget::of(extensions) {
+        Some(budget) => limiter.admit(&budget),
+        None => Ok(()),
     }
-    next.run(request).await
 }
 
 /// A relayed stream's observer that also holds the caller's place among their open streams
