@@ -67,9 +67,11 @@ pub fn apply<S: Clone + Send + Sync + 'static>(
         )
         // Inside the request id, outside everything that may refuse a request, so that refusals
         // are counted too. The layer runs per route, where the matched path template is known.
-        .option_layer(metrics.enabled().then(|| {
-            axum::middleware::from_fn_with_state(metrics.clone(), observability::track_requests)
-        }))
+        .option_layer(
+            metrics
+                .enabled()
+                .then(|| observability::TrackRequestsLayer(metrics.clone())),
+        )
         // Outside every layer that may refuse a request, so that all refusals on the OpenAI
         // face are in OpenAI's shape.
         .layer(OpenAiErrorsLayer)

@@ -11,18 +11,20 @@
 //! that is not configured is counted as `"unknown"`, never under its own name.
 
 use std::collections::HashSet;
+use std::pin::Pin;
 use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::Method;
-use axum::middleware::Next;
+use axum::extract::MatchedPath;
+use axum::http::{Method, Request};
 use axum::response::Response;
 use metrics::{
     Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
 };
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use switchyard_shared::{ErrorCode, ModelId, ModelList, Usage};
+use tower::{Layer, Service};
 
 /// Requests answered, by `route`, `method` and `status`.
 pub const HTTP_REQUESTS: &str = "switchyard_http_requests_total";
@@ -343,25 +345,85 @@ pub fn is_upstream_failure(code: ErrorCode) -> bool {
 
 /// Counts every request by its matched route (the path template, never the path a client sent),
 /// method and status, and times it to the response headers (a stream goes on after them).
-pub async fn track_requests(
-    State(metrics): State<Metrics>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|path| path.as_str().to_owned());
-    let method = request.method().clone();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    metrics.record_request(
-        route.as_deref(),
-        &method,
-        response.status().as_u16(),
-        started.elapsed(),
-    );
-    response
+/// A service of its own rather than `from_fn`, which clones the inner service and boxes its
+/// future for every request.
+#[derive(Debug, Clone)]
+pub struct TrackRequestsLayer(pub Metrics);
+
+impl<S> Layer<S> for TrackRequestsLayer {
+    type Service = TrackRequests<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        TrackRequests {
+            inner,
+            metrics: self.0.clone(),
+        }
+    }
+}
+
+/// The service of [`TrackRequestsLayer`].
+#[derive(Debug, Clone)]
+pub struct TrackRequests<S> {
+    inner: S,
+    metrics: Metrics,
+}
+
+impl<S, B> Service<Request<B>> for TrackRequests<S>
+where
+    S: Service<Request<B>, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Tracked<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let route = request.extensions().get::<MatchedPath>().cloned();
+        let method = request.method().clone();
+        Tracked {
+            inner: self.inner.call(request),
+            metrics: self.metrics.clone(),
+            route,
+            method,
+            started: Instant::now(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's answer on its way, recorded when it arrives.
+    pub struct Tracked<F> {
+        #[pin]
+        inner: F,
+        metrics: Metrics,
+        route: Option<MatchedPath>,
+        method: Method,
+        started: Instant,
+    }
+}
+
+impl<F, E> Future for Tracked<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.inner.poll(cx));
+        if let Ok(response) = &result {
+            this.metrics.record_request(
+                this.route.as_ref().map(MatchedPath::as_str),
+                this.method,
+                response.status().as_u16(),
+                this.started.elapsed(),
+            );
+        }
+        Poll::Ready(result)
+    }
 }
 
 /// HTTP methods are an open set; only the standard ones become label values.

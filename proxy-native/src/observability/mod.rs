@@ -18,7 +18,7 @@ use axum::http::request::Parts;
 use tower_http::request_id::RequestId;
 
 pub use audit::{AUDIT_TARGET, ChatAudit, RequestFacts, ToolAudit};
-pub use metrics::{Metrics, track_requests};
+pub use metrics::{Metrics, TrackRequestsLayer};
 pub use readiness::{Readiness, ReadinessReport};
 
 use crate::config::ObservabilityConfig;
