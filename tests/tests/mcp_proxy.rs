@@ -435,20 +435,28 @@ async fn tool_lists_are_passed_through_page_by_page() {
         "{names:?}"
     );
 
-    // The rmcp server pages by four; the cursor goes to it and back unchanged.
-    let first = h
-        .get_json(paths::MCP_LIST_TOOLS, &[("server", "rmcp-http")])
-        .await;
-    assert_eq!(first["tools"].as_array().unwrap().len(), 4, "{first}");
-    let cursor = first["nextCursor"].as_str().expect("a second page");
-    let second = h
-        .get_json(
-            paths::MCP_LIST_TOOLS,
-            &[("server", "rmcp-http"), ("cursor", cursor)],
-        )
-        .await;
-    assert!(second.get("nextCursor").is_none(), "{second}");
-    let all: Vec<&str> = [&first, &second]
+    // The rmcp server pages by four; each cursor goes to it and back unchanged.
+    let mut pages = vec![
+        h.get_json(paths::MCP_LIST_TOOLS, &[("server", "rmcp-http")])
+            .await,
+    ];
+    while let Some(cursor) = pages.last().and_then(|page| page["nextCursor"].as_str()) {
+        assert!(pages.len() < 10, "the pages do not end");
+        let cursor = cursor.to_owned();
+        pages.push(
+            h.get_json(
+                paths::MCP_LIST_TOOLS,
+                &[("server", "rmcp-http"), ("cursor", &cursor)],
+            )
+            .await,
+        );
+    }
+    let sizes: Vec<usize> = pages
+        .iter()
+        .map(|page| page["tools"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(sizes, [4, 4, 1]);
+    let all: Vec<&str> = pages
         .iter()
         .flat_map(|page| page["tools"].as_array().unwrap())
         .map(|t| t["name"].as_str().unwrap())
