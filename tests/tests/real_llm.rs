@@ -282,3 +282,107 @@ async fn direct_stream_answers() {
         "shared asks for usage (`stream_options.include_usage`) and reads it from the last chunk"
     );
 }
+
+/// The Python interpreter of the real model's virtualenv, which also holds OpenAI's Python
+/// client (`cargo xtask test` sets it).
+const PYTHON_ENV: &str = "SWITCHYARD_REAL_LLM_PYTHON";
+
+#[tokio::test]
+#[ignore = "needs a real model: run by cargo xtask test"]
+async fn openais_python_client_chats_and_streams_through_the_face() {
+    let python = std::env::var(PYTHON_ENV)
+        .unwrap_or_else(|_| panic!("{PYTHON_ENV} is not set: `cargo xtask test` sets it"));
+    let (key, hash) = switchyard_proxy::auth::keys::generate().unwrap();
+    let toml = format!(
+        r#"
+        [[providers]]
+        name = "{PROVIDER}"
+        kind = "openai"
+        base_url = "{}"
+        models = ["gemma-3-270m"]
+
+        [[keys]]
+        name = "python"
+        hash = "{hash}"
+        models = ["{MODEL}"]
+        mcp = []
+        "#,
+        upstream_url()
+    );
+    let config = Config::from_toml_str(&toml, "real-llm test").unwrap();
+    let proxy = LoopbackProxy::start(config, REQUEST_TIMEOUT).await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/openai_face.py");
+    let run = tokio::process::Command::new(&python)
+        .arg(&script)
+        .env("SWITCHYARD_V1", format!("{}/v1", proxy.base))
+        .env("SWITCHYARD_KEY", &key)
+        .env("SWITCHYARD_MODEL", MODEL)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = bounded("OpenAI's Python client", run)
+        .await
+        .expect("the virtualenv's python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the client failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: serde_json::Value =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+
+    let completion = &seen["completion"];
+    assert_eq!(completion["object"], "chat.completion", "{seen}");
+    assert_eq!(completion["model"], MODEL);
+    assert_eq!(completion["role"], "assistant");
+    assert!(
+        completion["content"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty()),
+        "{seen}"
+    );
+    assert!(
+        matches!(
+            completion["finish_reason"].as_str(),
+            Some("stop" | "length")
+        ),
+        "{seen}"
+    );
+    let usage = &completion["usage"];
+    assert_eq!(
+        usage["total_tokens"].as_u64(),
+        Some(
+            usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap()
+        ),
+        "{seen}"
+    );
+
+    // The stream arrives in several chunks, adds up to text, and ends with its usage.
+    let stream = &seen["stream"];
+    assert!(stream["chunks"].as_u64().is_some_and(|n| n > 2), "{seen}");
+    assert!(
+        stream["text"].as_str().is_some_and(|t| !t.is_empty()),
+        "{seen}"
+    );
+    assert!(
+        matches!(stream["finish_reason"].as_str(), Some("stop" | "length")),
+        "{seen}"
+    );
+    assert!(
+        stream["usage"]["completion_tokens"]
+            .as_u64()
+            .is_some_and(|n| (1..=u64::from(MAX_TOKENS)).contains(&n)),
+        "{seen}"
+    );
+
+    assert_eq!(seen["models"], serde_json::json!([MODEL]));
+    assert_eq!(
+        seen["unknown_provider"],
+        serde_json::json!({"class": "NotFoundError", "status": 404, "code": "not_found"})
+    );
+    assert_eq!(
+        seen["wrong_key"],
+        serde_json::json!({"class": "AuthenticationError", "status": 401, "code": "unauthorized"})
+    );
+}

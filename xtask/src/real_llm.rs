@@ -17,6 +17,8 @@ use crate::servers::spawn_listening;
 /// The environment variable through which the tests in `tests/tests/real_llm.rs` get the server's
 /// OpenAI-compatible base URL.
 pub const URL_ENV: &str = "SWITCHYARD_REAL_LLM_URL";
+/// The environment variable through which they get the virtualenv's Python interpreter.
+pub const PYTHON_ENV: &str = "SWITCHYARD_REAL_LLM_PYTHON";
 
 /// The pinned Python packages, relative to the workspace root.
 const REQUIREMENTS: &str = "tests/real-llm/requirements.txt";
@@ -27,6 +29,8 @@ const SERVE_SCRIPT: &str = "tests/real-llm/serve.py";
 pub struct RealLlm {
     /// The OpenAI-compatible base URL, `http://127.0.0.1:PORT/v1`.
     pub base_url: String,
+    /// The virtualenv's interpreter (which also has OpenAI's Python client).
+    pub python: PathBuf,
     child: Child,
 }
 
@@ -54,7 +58,11 @@ impl RealLlm {
             "    real LLM (Gemma 3 270M on llama.cpp) at {base_url}, ready in {:.1} s",
             started.elapsed().as_secs_f64()
         );
-        Ok(RealLlm { base_url, child })
+        Ok(RealLlm {
+            base_url,
+            python,
+            child,
+        })
     }
 }
 
@@ -91,7 +99,8 @@ pub fn test() -> Result<()> {
                 "--",
                 "--ignored",
             ])
-            .env(URL_ENV, &llm.base_url),
+            .env(URL_ENV, &llm.base_url)
+            .env(PYTHON_ENV, &llm.python),
     )
 }
 
