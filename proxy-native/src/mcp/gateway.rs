@@ -137,25 +137,26 @@ impl Gateway {
         Fut: Future<Output = Result<(Vec<T>, Option<String>), ApiError>>,
     {
         let lists = self.servers(caller).map(|server| {
-            let first = page(server.to_owned(), None);
             let page = &page;
             async move {
                 let mut items = Vec::new();
-                let mut next = first.await;
-                for _ in 1..=MAX_PAGES {
-                    let (page_items, cursor) = match next {
-                        Ok(found) => found,
+                let mut cursor = None;
+                for _ in 0..MAX_PAGES {
+                    match page(server.to_owned(), cursor).await {
+                        Ok((page_items, next)) => {
+                            items.extend(page_items);
+                            match next {
+                                Some(next) => cursor = Some(next),
+                                None => return items,
+                            }
+                        }
                         Err(error) => {
                             self.counted(server, &error);
                             tracing::warn!(server, what, error = %error.message, "left out of the MCP gateway's list");
-                            return items;
+                            // A part of a list would look whole to the client.
+                            return Vec::new();
                         }
-                    };
-                    items.extend(page_items);
-                    let Some(cursor) = cursor else {
-                        return items;
-                    };
-                    next = page(server.to_owned(), Some(cursor)).await;
+                    }
                 }
                 tracing::warn!(server, what, pages = MAX_PAGES, "list cut off in the MCP gateway");
                 items
