@@ -876,3 +876,34 @@ async fn the_callers_rate_limit_applies_to_the_gateway() {
     let (session, _) = connect(&h, &h.alice, ProtocolVersion::V_2025_11_25).await;
     session.cancel().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_server_that_cannot_start_is_left_out_of_lists() {
+    let h = start_with(
+        r#"
+        [[mcp_servers]]
+        name = "broken"
+        transport = "stdio"
+        command = "false"
+        "#,
+    )
+    .await;
+    let (session, _) = connect(&h, &h.alice, ProtocolVersion::V_2025_11_25).await;
+    let names: Vec<String> = session
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|tool| tool.name.into_owned())
+        .collect();
+    assert!(names.iter().any(|n| n == "local__echo"), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.starts_with("broken__")),
+        "{names:?}"
+    );
+    // Calling it reports why.
+    let error = rpc_error(call(&session, "broken__echo", json!({})).await.unwrap_err());
+    assert_eq!(error.code, ErrorCode::INTERNAL_ERROR, "{error:?}");
+    assert!(error.message.contains("broken"), "{error:?}");
+    session.cancel().await.unwrap();
+}
