@@ -47,6 +47,7 @@ pub const MODELS: &[&str] = &[
     "agent",
     "slow",
     "long",
+    "length",
     "fail-400",
     "fail-401",
     "fail-404",
@@ -355,6 +356,7 @@ async fn run_script(shared: &Arc<Shared>, request: ChatRequest) -> Response {
             &long_reply(&request),
             Some(LONG_CHUNK_DELAY),
         ),
+        "length" => respond(shared, &chunks, streaming, &length_reply(&request), None),
         "tools" => respond(
             shared,
             &chunks,
@@ -552,6 +554,13 @@ fn echo_reply(request: &ChatRequest) -> Reply {
         Vec::new(),
         "stop",
     )
+}
+
+/// The `length` model: the echo cut to three words, stopped for the token limit.
+fn length_reply(request: &ChatRequest) -> Reply {
+    let echo = echo_reply(request).content.unwrap_or_default();
+    let cut: Vec<&str> = echo.split(' ').take(3).collect();
+    Reply::new(request, Some(cut.join(" ")), Vec::new(), "length")
 }
 
 fn long_reply(request: &ChatRequest) -> Reply {

@@ -8,9 +8,12 @@
 //! request); consecutive turns of one role are merged. Gemini gives tool calls no id, or an
 //! optional one: answers number them `call_0`, `call_1`... where it gives none. What Gemini cannot
 //! express is refused by name rather than dropped.
+//!
+//! Requests are built, and answers read, as `serde_json::Value` trees rather than through derived
+//! types: the SDK already carries the code for those, and each derived type would add its own
+//! to the browser's `.wasm` (for this module, some 8 KiB gzipped).
 
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::chat::{
     AssistantMessage, ChatRequest, ChatResponse, Content, ContentPart, FinishReason, Message,
@@ -24,69 +27,19 @@ use crate::stream::StreamEvent;
 // ---------------------------------------------------------------------------------------------
 // Request
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Request<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    system_instruction: Option<OutContent<'a>>,
-    contents: Vec<OutContent<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tools: Option<[OutTools<'a>; 1]>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tool_config: Option<Value>,
-    generation_config: GenerationConfig<'a>,
+/// A JSON object of these members, in this order.
+fn object(members: Vec<(&str, Value)>) -> Value {
+    Value::Object(
+        members
+            .into_iter()
+            .map(|(key, value)| (key.to_owned(), value))
+            .collect(),
+    )
 }
 
-#[derive(Serialize)]
-struct OutContent<'a> {
-    #[serde(skip_serializing_if = "str::is_empty")]
-    role: &'static str,
-    parts: Vec<OutPart<'a>>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase", rename_all_fields = "camelCase")]
-enum OutPart<'a> {
-    Text(&'a str),
-    InlineData { mime_type: &'a str, data: &'a str },
-    FunctionCall { name: &'a str, args: Value },
-    FunctionResponse { name: &'a str, response: Value },
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct OutTools<'a> {
-    function_declarations: Vec<OutFunction<'a>>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct OutFunction<'a> {
-    name: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    description: Option<&'a str>,
-    // The JSON Schema as it is; `parameters` would take only Google's OpenAPI subset, which
-    // refuses common keys such as `additionalProperties` or `$schema`.
-    parameters_json_schema: &'a Value,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct GenerationConfig<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    temperature: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    top_p: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_output_tokens: Option<u32>,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    stop_sequences: &'a [String],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    seed: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    presence_penalty: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    frequency_penalty: Option<f64>,
+/// `{name: value}`: how Gemini tells the kinds of a part apart.
+fn part(name: &str, value: Value) -> Value {
+    object(vec![(name, value)])
 }
 
 fn unsupported(what: &str) -> ApiError {
@@ -95,19 +48,22 @@ fn unsupported(what: &str) -> ApiError {
     ))
 }
 
-fn image(url: &str) -> Result<OutPart<'_>, ApiError> {
+fn image(url: &str) -> Result<Value, ApiError> {
     // Gemini reads images by URL only from its own file store, so anything else goes inline.
     let (mime_type, data) = url
         .strip_prefix("data:")
         .and_then(|rest| rest.split_once(";base64,"))
         .ok_or_else(|| unsupported("an image by URL (Gemini takes base64 `data:` URLs)"))?;
-    Ok(OutPart::InlineData { mime_type, data })
+    Ok(part(
+        "inlineData",
+        object(vec![("mimeType", mime_type.into()), ("data", data.into())]),
+    ))
 }
 
 /// Gemini takes a tool call's arguments as an object; the normalized call carries JSON text.
 fn call_args(call: &ToolCall) -> Result<Value, ApiError> {
     if call.arguments.trim().is_empty() {
-        return Ok(Value::Object(serde_json::Map::new()));
+        return Ok(Value::Object(Map::new()));
     }
     match crate::json::from_slice::<Value>(call.arguments.as_bytes()) {
         Ok(value @ Value::Object(_)) => Ok(value),
@@ -123,30 +79,48 @@ fn call_args(call: &ToolCall) -> Result<Value, ApiError> {
 fn function_response(content: &str) -> Value {
     match crate::json::from_slice::<Value>(content.as_bytes()) {
         Ok(value @ Value::Object(_)) => value,
-        _ => serde_json::json!({ "output": content }),
+        _ => part("output", content.into()),
     }
 }
 
-/// The turns in Gemini's shape, with the system text apart.
-fn conversation(
-    messages: &[Message],
-) -> Result<(Option<OutContent<'_>>, Vec<OutContent<'_>>), ApiError> {
-    let mut system: Vec<OutPart<'_>> = Vec::new();
-    let mut turns: Vec<OutContent<'_>> = Vec::new();
+/// The name of the function the call `id`, made earlier in `messages`, called.
+fn called_function<'a>(messages: &'a [Message], id: &str) -> Result<&'a str, ApiError> {
+    messages
+        .iter()
+        .rev()
+        .find_map(|earlier| match earlier {
+            Message::Assistant { tool_calls, .. } => tool_calls
+                .iter()
+                .find(|call| call.id == id)
+                .map(|call| call.name.as_str()),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "the tool result for {id:?} answers no earlier tool call of this request; \
+                 Gemini needs the call to name the function"
+            ))
+        })
+}
+
+/// The turns in Gemini's shape (`contents`), and the system parts apart.
+fn conversation(messages: &[Message]) -> Result<(Vec<Value>, Vec<Value>), ApiError> {
+    let mut system: Vec<Value> = Vec::new();
+    let mut turns: Vec<(&str, Vec<Value>)> = Vec::new();
     for (at, message) in messages.iter().enumerate() {
         let (role, parts) = match message {
             Message::System { content, .. } => {
-                system.push(OutPart::Text(content));
+                system.push(part("text", content.as_str().into()));
                 continue;
             }
             Message::User { content, .. } => (
                 "user",
                 match content {
-                    Content::Text(text) => vec![OutPart::Text(text)],
+                    Content::Text(text) => vec![part("text", text.as_str().into())],
                     Content::Parts(parts) => parts
                         .iter()
-                        .map(|part| match part {
-                            ContentPart::Text { text } => Ok(OutPart::Text(text)),
+                        .map(|p| match p {
+                            ContentPart::Text { text } => Ok(part("text", text.as_str().into())),
                             ContentPart::ImageUrl { url, .. } => image(url),
                         })
                         .collect::<Result<_, ApiError>>()?,
@@ -157,17 +131,20 @@ fn conversation(
                 tool_calls,
                 ..
             } => {
-                let mut parts: Vec<OutPart<'_>> = content
+                let mut parts: Vec<Value> = content
                     .as_deref()
                     .filter(|text| !text.is_empty())
-                    .map(OutPart::Text)
+                    .map(|text| part("text", text.into()))
                     .into_iter()
                     .collect();
                 for call in tool_calls {
-                    parts.push(OutPart::FunctionCall {
-                        name: &call.name,
-                        args: call_args(call)?,
-                    });
+                    parts.push(part(
+                        "functionCall",
+                        object(vec![
+                            ("name", call.name.as_str().into()),
+                            ("args", call_args(call)?),
+                        ]),
+                    ));
                 }
                 ("model", parts)
             }
@@ -175,29 +152,12 @@ fn conversation(
                 tool_call_id,
                 content,
             } => {
-                let name = messages[..at]
-                    .iter()
-                    .rev()
-                    .find_map(|earlier| match earlier {
-                        Message::Assistant { tool_calls, .. } => tool_calls
-                            .iter()
-                            .find(|call| &call.id == tool_call_id)
-                            .map(|call| call.name.as_str()),
-                        _ => None,
-                    })
-                    .ok_or_else(|| {
-                        ApiError::bad_request(format!(
-                            "the tool result for {tool_call_id:?} answers no earlier tool call \
-                             of this request; Gemini needs the call to name the function"
-                        ))
-                    })?;
-                (
-                    "user",
-                    vec![OutPart::FunctionResponse {
-                        name,
-                        response: function_response(content),
-                    }],
-                )
+                let name = called_function(&messages[..at], tool_call_id)?;
+                let response = object(vec![
+                    ("name", name.into()),
+                    ("response", function_response(content)),
+                ]);
+                ("user", vec![part("functionResponse", response)])
             }
         };
         // Gemini refuses a turn without parts (an assistant turn that said nothing).
@@ -205,29 +165,51 @@ fn conversation(
             continue;
         }
         match turns.last_mut() {
-            Some(last) if last.role == role => last.parts.extend(parts),
-            _ => turns.push(OutContent { role, parts }),
+            Some((last, so_far)) if *last == role => so_far.extend(parts),
+            _ => turns.push((role, parts)),
         }
     }
-    let system = (!system.is_empty()).then_some(OutContent {
-        role: "",
-        parts: system,
-    });
+    let turns = turns
+        .into_iter()
+        .map(|(role, parts)| object(vec![("role", role.into()), ("parts", parts.into())]))
+        .collect();
     Ok((system, turns))
 }
 
-fn tool_config(choice: Option<&ToolChoice>) -> Option<Value> {
-    let (mode, names) = match choice? {
-        ToolChoice::Auto => ("AUTO", None),
-        ToolChoice::None => ("NONE", None),
-        ToolChoice::Required => ("ANY", None),
-        ToolChoice::Tool { name } => ("ANY", Some([name])),
-    };
-    let mut config = serde_json::json!({ "mode": mode });
-    if let Some(names) = names {
-        config["allowedFunctionNames"] = serde_json::json!(names);
+fn tool_config(choice: &ToolChoice) -> Value {
+    let mut config = vec![(
+        "mode",
+        match choice {
+            ToolChoice::Auto => "AUTO",
+            ToolChoice::None => "NONE",
+            ToolChoice::Required | ToolChoice::Tool { .. } => "ANY",
+        }
+        .into(),
+    )];
+    if let ToolChoice::Tool { name } = choice {
+        config.push(("allowedFunctionNames", vec![name.as_str()].into()));
     }
-    Some(serde_json::json!({ "functionCallingConfig": config }))
+    part("functionCallingConfig", object(config))
+}
+
+fn generation_config(req: &ChatRequest) -> Value {
+    let mut config = Map::new();
+    let mut set = |key: &str, value: Option<Value>| {
+        if let Some(value) = value {
+            config.insert(key.to_owned(), value);
+        }
+    };
+    set("temperature", req.temperature.map(Value::from));
+    set("topP", req.top_p.map(Value::from));
+    set("maxOutputTokens", req.max_tokens.map(Value::from));
+    set(
+        "stopSequences",
+        (!req.stop.is_empty()).then(|| req.stop.clone().into()),
+    );
+    set("seed", req.seed.map(Value::from));
+    set("presencePenalty", req.presence_penalty.map(Value::from));
+    set("frequencyPenalty", req.frequency_penalty.map(Value::from));
+    Value::Object(config)
 }
 
 /// The model becomes a path segment: only characters that cannot leave it or start a query are
@@ -254,34 +236,37 @@ pub(crate) fn build_chat(
     if req.parallel_tool_calls == Some(false) {
         return Err(unsupported("`parallel_tool_calls: false`"));
     }
-    let (system_instruction, contents) = conversation(&req.messages)?;
-    let body = Request {
-        system_instruction,
-        contents,
-        tools: (!req.tools.is_empty()).then(|| {
-            [OutTools {
-                function_declarations: req
-                    .tools
-                    .iter()
-                    .map(|tool| OutFunction {
-                        name: &tool.name,
-                        description: tool.description.as_deref(),
-                        parameters_json_schema: &tool.parameters,
-                    })
-                    .collect(),
-            }]
-        }),
-        tool_config: tool_config(req.tool_choice.as_ref()),
-        generation_config: GenerationConfig {
-            temperature: req.temperature,
-            top_p: req.top_p,
-            max_output_tokens: req.max_tokens,
-            stop_sequences: &req.stop,
-            seed: req.seed,
-            presence_penalty: req.presence_penalty,
-            frequency_penalty: req.frequency_penalty,
-        },
-    };
+    let (system, contents) = conversation(&req.messages)?;
+    let mut body = Vec::new();
+    if !system.is_empty() {
+        body.push(("systemInstruction", part("parts", system.into())));
+    }
+    body.push(("contents", contents.into()));
+    if !req.tools.is_empty() {
+        let declarations: Vec<Value> = req
+            .tools
+            .iter()
+            .map(|tool| {
+                let mut declaration = vec![("name", tool.name.as_str().into())];
+                if let Some(description) = &tool.description {
+                    declaration.push(("description", description.as_str().into()));
+                }
+                // The JSON Schema as it is; `parameters` would take only Google's OpenAPI subset,
+                // which refuses common keys such as `additionalProperties` or `$schema`.
+                declaration.push(("parametersJsonSchema", tool.parameters.clone()));
+                object(declaration)
+            })
+            .collect();
+        body.push((
+            "tools",
+            vec![part("functionDeclarations", declarations.into())].into(),
+        ));
+    }
+    if let Some(choice) = &req.tool_choice {
+        body.push(("toolConfig", tool_config(choice)));
+    }
+    body.push(("generationConfig", generation_config(req)));
+
     let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
     if stream {
         headers.push(("accept".to_owned(), "text/event-stream".to_owned()));
@@ -302,126 +287,81 @@ pub(crate) fn build_chat(
             endpoint.base_url.trim_end_matches('/')
         ),
         headers,
-        // Serializing borrowed strings, numbers and `Value`s cannot fail.
-        body: Some(serde_json::to_string(&body).unwrap_or_default()),
+        body: Some(crate::json::text(&object(body))),
     })
 }
 
 // ---------------------------------------------------------------------------------------------
 // Response
 
-/// A `GenerateContentResponse`: the whole answer, or one chunk of a stream; a stream may also
-/// carry an `error` instead.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Response {
-    #[serde(default)]
-    candidates: Vec<Candidate>,
-    #[serde(default)]
-    prompt_feedback: Option<PromptFeedback>,
-    #[serde(default)]
-    usage_metadata: Option<InUsage>,
-    #[serde(default)]
-    model_version: String,
-    #[serde(default)]
-    response_id: String,
-    #[serde(default)]
-    error: Option<InError>,
+/// One part of an answer that the normalized answer has room for. Other parts (code execution,
+/// inline data) carry nothing it could hold; `thought` text is the model's reasoning, not its
+/// answer.
+enum InPart {
+    Text(String),
+    Call {
+        id: Option<String>,
+        name: String,
+        arguments: String,
+    },
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Candidate {
-    #[serde(default)]
-    content: Option<InContent>,
-    #[serde(default)]
-    finish_reason: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct InContent {
-    #[serde(default)]
+/// A `GenerateContentResponse` (the whole answer, or one chunk of a stream), as far as it is read.
+struct Reading {
+    id: String,
+    model: String,
+    /// Whether there is a candidate at all (a prompt refused by the safety filters gets none).
+    candidate: bool,
     parts: Vec<InPart>,
+    finish: Option<FinishReason>,
+    blocked: bool,
+    usage: Option<Usage>,
+    /// `{"code", "message", "status"}`, which a stream may send instead of an answer.
+    error: Option<Value>,
 }
 
-/// Parts other than text and function calls (code execution, inline data) carry nothing the
-/// normalized answer has room for; `thought` text is the model's reasoning, not its answer.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct InPart {
-    #[serde(default)]
-    text: Option<String>,
-    #[serde(default)]
-    thought: bool,
-    #[serde(default)]
-    function_call: Option<InFunctionCall>,
-}
-
-#[derive(Deserialize)]
-struct InFunctionCall {
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    args: Value,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct PromptFeedback {
-    #[serde(default)]
-    block_reason: Option<String>,
-}
-
-#[derive(Deserialize, Clone, Copy)]
-#[serde(rename_all = "camelCase")]
-struct InUsage {
-    #[serde(default)]
-    prompt_token_count: u32,
-    #[serde(default)]
-    candidates_token_count: u32,
-    #[serde(default)]
-    thoughts_token_count: u32,
-    #[serde(default)]
-    total_token_count: Option<u32>,
-}
-
-impl From<InUsage> for Usage {
-    /// Thinking tokens are generated (and billed) like the answer's, as in OpenAI's counts.
-    fn from(u: InUsage) -> Self {
-        let completion = u
-            .candidates_token_count
-            .saturating_add(u.thoughts_token_count);
-        Usage {
-            prompt_tokens: u.prompt_token_count,
-            completion_tokens: completion,
-            total_tokens: u
-                .total_token_count
-                .unwrap_or(u.prompt_token_count.saturating_add(completion)),
-        }
+fn take_str(value: &mut Value, key: &str) -> Option<String> {
+    match value.get_mut(key).map(Value::take) {
+        Some(Value::String(s)) => Some(s),
+        _ => None,
     }
 }
 
-/// `{"error": {"code", "message", "status", "details"}}`, Google's error shape.
-#[derive(Deserialize)]
-struct InError {
-    #[serde(default)]
-    message: String,
-    #[serde(default)]
-    status: String,
-    #[serde(default)]
-    details: Vec<InErrorDetail>,
+fn str_at<'a>(value: &'a Value, key: &str) -> Option<&'a str> {
+    value.get(key)?.as_str()
 }
 
-/// The details that matter here: `ErrorInfo.reason` and `RetryInfo.retryDelay` (`"30s"`).
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct InErrorDetail {
-    #[serde(default)]
-    reason: Option<String>,
-    #[serde(default)]
-    retry_delay: Option<String>,
+/// A list member; `None` if it is there but is no list.
+fn list(value: &mut Value, key: &str) -> Option<Vec<Value>> {
+    match value.get_mut(key).map(Value::take) {
+        None | Some(Value::Null) => Some(Vec::new()),
+        Some(Value::Array(items)) => Some(items),
+        Some(_) => None,
+    }
+}
+
+fn count(usage: &Value, key: &str) -> u32 {
+    usage
+        .get(key)
+        .and_then(Value::as_u64)
+        .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+/// Thinking tokens are generated (and billed) like the answer's, as in OpenAI's counts.
+fn usage(usage: &Value) -> Option<Usage> {
+    usage.as_object()?;
+    let prompt = count(usage, "promptTokenCount");
+    let completion =
+        count(usage, "candidatesTokenCount").saturating_add(count(usage, "thoughtsTokenCount"));
+    let total = match usage.get("totalTokenCount") {
+        Some(_) => count(usage, "totalTokenCount"),
+        None => prompt.saturating_add(completion),
+    };
+    Some(Usage {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: total,
+    })
 }
 
 fn finish_reason(reason: &str) -> FinishReason {
@@ -436,6 +376,65 @@ fn finish_reason(reason: &str) -> FinishReason {
     }
 }
 
+fn arguments_text(args: Option<&Value>) -> String {
+    match args {
+        None | Some(Value::Null) => "{}".to_owned(),
+        Some(other) => crate::json::text(other),
+    }
+}
+
+/// Reads a response; `what` names it in errors.
+fn read(body: &[u8], what: &str) -> Result<Reading, ApiError> {
+    let unreadable = |detail: &dyn std::fmt::Display| {
+        ApiError::new(
+            ErrorCode::UpstreamError,
+            format!("upstream sent an unreadable {what}: {detail}"),
+        )
+    };
+    let mut value: Value = crate::json::from_slice(body).map_err(|e| unreadable(&e))?;
+    let shape = || unreadable(&"not a GenerateContentResponse");
+    if !value.is_object() {
+        return Err(shape());
+    }
+    let mut parts = Vec::new();
+    let candidates = list(&mut value, "candidates").ok_or_else(shape)?;
+    let mut candidate = candidates.into_iter().next();
+    let mut finish = None;
+    if let Some(candidate) = &mut candidate {
+        let content = candidate.get_mut("content").map(Value::take);
+        for mut p in content
+            .and_then(|mut c| list(&mut c, "parts"))
+            .ok_or_else(shape)?
+        {
+            match p.get_mut("functionCall").map(Value::take) {
+                Some(mut call @ Value::Object(_)) => parts.push(InPart::Call {
+                    id: take_str(&mut call, "id").filter(|id| !id.is_empty()),
+                    name: take_str(&mut call, "name").unwrap_or_default(),
+                    arguments: arguments_text(call.get("args")),
+                }),
+                _ if p.get("thought") == Some(&Value::Bool(true)) => {}
+                _ => parts.extend(take_str(&mut p, "text").map(InPart::Text)),
+            }
+        }
+        finish = str_at(candidate, "finishReason").map(finish_reason);
+    }
+    Ok(Reading {
+        id: take_str(&mut value, "responseId").unwrap_or_default(),
+        model: take_str(&mut value, "modelVersion").unwrap_or_default(),
+        candidate: candidate.is_some(),
+        parts,
+        finish,
+        blocked: value
+            .pointer("/promptFeedback/blockReason")
+            .is_some_and(|r| !r.is_null()),
+        usage: value.get("usageMetadata").and_then(usage),
+        error: value
+            .get_mut("error")
+            .map(Value::take)
+            .filter(|e| !e.is_null()),
+    })
+}
+
 /// Gemini ends a turn that calls functions with `STOP`; the normalized answer says why it
 /// stopped: for the calls.
 fn with_calls(reason: FinishReason, calls: bool) -> FinishReason {
@@ -445,70 +444,52 @@ fn with_calls(reason: FinishReason, calls: bool) -> FinishReason {
     }
 }
 
-fn arguments_text(args: &Value) -> String {
-    match args {
-        Value::Null => "{}".to_owned(),
-        other => crate::json::text(other),
-    }
-}
-
 /// The call in normalized form; `ordinal` numbers the calls of one answer from 0.
-fn tool_call(call: InFunctionCall, ordinal: u32) -> ToolCall {
+fn tool_call(id: Option<String>, name: String, arguments: String, ordinal: u32) -> ToolCall {
     ToolCall {
-        id: call
-            .id
-            .filter(|id| !id.is_empty())
-            .unwrap_or_else(|| format!("call_{ordinal}")),
-        arguments: arguments_text(&call.args),
-        name: call.name,
+        id: id.unwrap_or_else(|| format!("call_{ordinal}")),
+        name,
+        arguments,
     }
-}
-
-fn unreadable(what: &str, e: serde_json::Error) -> ApiError {
-    ApiError::new(
-        ErrorCode::UpstreamError,
-        format!("upstream sent an unreadable {what}: {e}"),
-    )
 }
 
 /// Parses a `GenerateContentResponse`.
 pub(crate) fn parse_chat_response(provider: &str, body: &[u8]) -> Result<ChatResponse, ApiError> {
-    let resp: Response = crate::json::from_slice(body).map_err(|e| unreadable("answer", e))?;
-    let blocked = resp.prompt_feedback.and_then(|f| f.block_reason).is_some();
-    let mut text: Option<String> = None;
-    let mut tool_calls = Vec::new();
-    let finish = match resp.candidates.into_iter().next() {
-        Some(candidate) => {
-            for part in candidate.content.into_iter().flat_map(|c| c.parts) {
-                if let Some(call) = part.function_call {
-                    tool_calls.push(tool_call(call, tool_calls.len() as u32));
-                } else if let Some(t) = part.text.filter(|_| !part.thought) {
-                    text.get_or_insert_with(String::new).push_str(&t);
-                }
-            }
-            candidate
-                .finish_reason
-                .as_deref()
-                .map_or(FinishReason::Stop, finish_reason)
-        }
-        // A prompt refused by the safety filters gets no candidate at all.
-        None if blocked => FinishReason::ContentFilter,
-        None => {
+    let resp = read(body, "answer")?;
+    let finish = match (resp.candidate, resp.finish) {
+        (true, finish) => finish.unwrap_or(FinishReason::Stop),
+        (false, _) if resp.blocked => FinishReason::ContentFilter,
+        (false, _) => {
             return Err(ApiError::new(
                 ErrorCode::UpstreamError,
                 "upstream sent an answer with no candidates",
             ));
         }
     };
+    let mut text: Option<String> = None;
+    let mut tool_calls = Vec::new();
+    for p in resp.parts {
+        match p {
+            InPart::Text(t) => text.get_or_insert_with(String::new).push_str(&t),
+            InPart::Call {
+                id,
+                name,
+                arguments,
+            } => {
+                let ordinal = tool_calls.len() as u32;
+                tool_calls.push(tool_call(id, name, arguments, ordinal));
+            }
+        }
+    }
     Ok(ChatResponse {
-        id: resp.response_id,
-        model: format!("{provider}/{}", resp.model_version),
+        id: resp.id,
+        model: format!("{provider}/{}", resp.model),
         finish_reason: with_calls(finish, !tool_calls.is_empty()),
         message: AssistantMessage {
             content: text,
             tool_calls,
         },
-        usage: resp.usage_metadata.map(Usage::from),
+        usage: resp.usage,
     })
 }
 
@@ -516,24 +497,26 @@ pub(crate) fn parse_chat_response(provider: &str, body: &[u8]) -> Result<ChatRes
 /// (reason `API_KEY_INVALID`), which is read as the 401 it means; and it gives the retry delay of
 /// a 429 in the body (`RetryInfo`), which stands in for a missing `Retry-After`.
 pub(crate) fn upstream_error(status: u16, retry_after: Option<&str>, body: &[u8]) -> ApiError {
-    #[derive(Deserialize)]
-    struct Body {
-        error: InError,
-    }
-    let Ok(Body { error }) = crate::json::from_slice::<Body>(body) else {
+    let value = crate::json::from_slice::<Value>(body).unwrap_or_default();
+    let Some(error) = value.get("error").filter(|e| e.is_object()) else {
         return ApiError::from_upstream_status(status, None, retry_after);
     };
-    let reason = |r: &str| error.details.iter().any(|d| d.reason.as_deref() == Some(r));
-    let status = if reason("API_KEY_INVALID") || error.status == "UNAUTHENTICATED" {
+    let details = error
+        .get("details")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    let key_refused = details
+        .iter()
+        .any(|d| str_at(d, "reason") == Some("API_KEY_INVALID"));
+    let status = if key_refused || str_at(error, "status") == Some("UNAUTHENTICATED") {
         401
     } else {
         status
     };
-    let delay = error
-        .details
+    let delay = details
         .iter()
-        .find_map(|d| d.retry_delay.as_deref()?.strip_suffix('s'));
-    let message = (!error.message.is_empty()).then_some(error.message.as_str());
+        .find_map(|d| str_at(d, "retryDelay")?.strip_suffix('s'));
+    let message = str_at(error, "message").filter(|m| !m.is_empty());
     ApiError::from_upstream_status(status, message, retry_after.or(delay))
 }
 
@@ -592,18 +575,16 @@ impl StreamDecoder {
         if data.is_empty() || self.done {
             return;
         }
-        let chunk: Response = match crate::json::from_slice(data.as_bytes()) {
+        let chunk = match read(data.as_bytes(), "stream chunk") {
             Ok(chunk) => chunk,
-            Err(e) => return self.fail(unreadable("stream chunk", e), out),
+            Err(error) => return self.fail(error, out),
         };
         if let Some(error) = chunk.error {
-            let message = if error.message.is_empty() {
-                "upstream reported an error mid-stream"
-            } else {
-                &error.message
-            };
+            let message = str_at(&error, "message")
+                .filter(|m| !m.is_empty())
+                .unwrap_or("upstream reported an error mid-stream");
             let error = ApiError::new(
-                stream_error_code(&error.status),
+                stream_error_code(str_at(&error, "status").unwrap_or_default()),
                 format!("upstream failed mid-stream: {}", truncate(message, 500)),
             );
             return self.fail(error, out);
@@ -611,19 +592,27 @@ impl StreamDecoder {
         if !self.started {
             self.started = true;
             out.push(StreamEvent::Start {
-                id: chunk.response_id,
-                model: format!("{}/{}", self.provider, chunk.model_version),
+                id: chunk.id,
+                model: format!("{}/{}", self.provider, chunk.model),
             });
         }
-        if chunk.prompt_feedback.and_then(|f| f.block_reason).is_some() {
+        if chunk.blocked {
             self.finish = Some(FinishReason::ContentFilter);
         }
-        if let Some(candidate) = chunk.candidates.into_iter().next() {
-            for part in candidate.content.into_iter().flat_map(|c| c.parts) {
-                if let Some(call) = part.function_call {
+        for p in chunk.parts {
+            match p {
+                InPart::Text(text) if !text.is_empty() => {
+                    out.push(StreamEvent::TextDelta { text });
+                }
+                InPart::Text(_) => {}
+                InPart::Call {
+                    id,
+                    name,
+                    arguments,
+                } => {
                     let index = self.next_call;
                     self.next_call += 1;
-                    let call = tool_call(call, index);
+                    let call = tool_call(id, name, arguments, index);
                     out.push(StreamEvent::ToolCallDelta {
                         index,
                         id: Some(call.id.clone()),
@@ -631,16 +620,14 @@ impl StreamDecoder {
                         arguments: call.arguments.clone(),
                     });
                     out.push(StreamEvent::ToolCall { index, call });
-                } else if let Some(text) = part.text.filter(|t| !t.is_empty() && !part.thought) {
-                    out.push(StreamEvent::TextDelta { text });
                 }
             }
-            if let Some(reason) = candidate.finish_reason {
-                self.finish = Some(finish_reason(&reason));
-            }
         }
-        if let Some(usage) = chunk.usage_metadata {
-            self.usage = Some(usage.into());
+        if let Some(finish) = chunk.finish {
+            self.finish = Some(finish);
+        }
+        if let Some(usage) = chunk.usage {
+            self.usage = Some(usage);
         }
     }
 
