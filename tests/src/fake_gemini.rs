@@ -2,7 +2,8 @@
 //! and `:streamGenerateContent?alt=sse`), the Gemini counterpart of [`crate::fake_llm`] and
 //! [`crate::fake_anthropic`]: scripted models, the `x-goog-api-key` header (a key in the URL is
 //! refused), Google's error shape and its answers and stream chunks, with open CORS so that a
-//! page reaches it. Written from Google's format directly, sharing no types with the product.
+//! page reaches it. Like Gemini 3 it refuses a function call sent back without a thought
+//! signature. Written from Google's format directly, sharing no types with the product.
 //! Test equipment only; it listens on loopback.
 //!
 //! Models: `echo` (answers `echo: <last user text>`), `tools` (asks for `get_weather` with the
@@ -302,6 +303,22 @@ async fn generate(
             json!([]),
         );
     };
+    // As Gemini 3 does: a function call sent back must carry its thought signature.
+    let unsigned = body["contents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|turn| turn["role"] == "model")
+        .flat_map(|turn| turn["parts"].as_array().into_iter().flatten())
+        .any(|part| part.get("functionCall").is_some() && !part["thoughtSignature"].is_string());
+    if unsigned {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+            "Function call is missing a thought_signature in functionCall parts.",
+            json!([]),
+        );
+    }
     let text = last_user_text(&body);
     let results = trailing_results(&body);
     let mut answer = Answer {

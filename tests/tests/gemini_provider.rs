@@ -181,7 +181,8 @@ async fn chats_and_streams_through_the_proxys_routes() {
         sent["contents"][1],
         json!({"role": "model", "parts": [
             {"text": "Let me check."},
-            {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}
+            {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}},
+                "thoughtSignature": "skip_thought_signature_validator"}
         ]})
     );
     assert_eq!(

@@ -27,6 +27,12 @@ use crate::stream::StreamEvent;
 // ---------------------------------------------------------------------------------------------
 // Request
 
+/// Google's documented stand-in for a thought signature. Thinking models sign their function
+/// calls and Gemini 3 refuses a call sent back without its signature; the normalized tool call
+/// has no room to carry it, so every call sent back bears this value, which tells the API to skip
+/// the check (as it does for calls replayed from another model).
+const SKIP_THOUGHT_SIGNATURE: &str = "skip_thought_signature_validator";
+
 /// A JSON object of these members. (Plain inserts: collecting into a map would bring the map's
 /// bulk-building code into the `.wasm` for this one use.)
 fn object(members: Vec<(&str, Value)>) -> Value {
@@ -139,13 +145,14 @@ fn conversation(messages: &[Message]) -> Result<(Vec<Value>, Vec<Value>), ApiErr
                     parts.push(part("text", text.into()));
                 }
                 for call in tool_calls {
-                    parts.push(part(
-                        "functionCall",
-                        object(vec![
-                            ("name", call.name.as_str().into()),
-                            ("args", call_args(call)?),
-                        ]),
-                    ));
+                    let function_call = object(vec![
+                        ("name", call.name.as_str().into()),
+                        ("args", call_args(call)?),
+                    ]);
+                    parts.push(object(vec![
+                        ("functionCall", function_call),
+                        ("thoughtSignature", SKIP_THOUGHT_SIGNATURE.into()),
+                    ]));
                 }
                 ("model", parts)
             }
@@ -739,8 +746,10 @@ mod tests {
                     ]},
                     {"role": "model", "parts": [
                         {"text": "calling"},
-                        {"functionCall": {"name": "f", "args": {"a": 1}}},
-                        {"functionCall": {"name": "g", "args": {}}}
+                        {"functionCall": {"name": "f", "args": {"a": 1}},
+                            "thoughtSignature": SKIP_THOUGHT_SIGNATURE},
+                        {"functionCall": {"name": "g", "args": {}},
+                            "thoughtSignature": SKIP_THOUGHT_SIGNATURE}
                     ]},
                     {"role": "user", "parts": [
                         {"functionResponse": {"name": "f", "response": {"output": "one"}}},
