@@ -150,15 +150,15 @@ fn test() -> Result<()> {
 /// suite names, the servers and those wasm-bindgen-test files only.
 fn browser(only: &[String]) -> Result<()> {
     tools::ensure_all()?;
-    if !only.is_empty() {
-        let page_port = servers::free_port()?;
-        let servers = servers::TestServers::start(&[format!("http://127.0.0.1:{page_port}")])?;
-        return sdk::browser_tests(&servers, page_port, only);
+    if only.is_empty() {
+        sdk::build_package()?;
     }
-    sdk::build_package()?;
     let page_port = servers::free_port()?;
     let servers = servers::TestServers::start(&[format!("http://127.0.0.1:{page_port}")])?;
-    sdk::browser_tests(&servers, page_port, &[])?;
+    sdk::browser_tests(&servers, page_port, only)?;
+    if !only.is_empty() {
+        return Ok(());
+    }
     sdk::package_tests(&servers, page_port)?;
     drop(servers);
     demo::build_page()?;

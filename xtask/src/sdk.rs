@@ -266,9 +266,8 @@ fn with_servers<'a>(
 /// `wasm-pack test` in headless Chromium: the Rust-level suite, in both modes; only the test
 /// files named in `only` (`sdk-wasm/tests/<name>.rs`) if any are.
 pub fn browser_tests(servers: &TestServers, page_port: u16, only: &[String]) -> Result<()> {
-    let mut cmd = command("wasm-pack");
     run::status(
-        with_servers(&mut cmd, servers, page_port)
+        with_servers(&mut command("wasm-pack"), servers, page_port)
             .args(["test", "--mode", "no-install", "--headless", "--chrome"])
             .args(["--chromedriver", CHROMEDRIVER])
             .arg(root().join("sdk-wasm"))
