@@ -4,7 +4,7 @@
 //! answer whichever wire format carried it: a difference between providers or modes is a bug.
 //!
 //! The three fakes script the same models by the same names (`echo`, `agent`, `length`, `long`,
-//! `drop-stream`, `fail-*`), each in its own provider's format. `cargo xtask test` starts them and
+//! `drop-stream`, `error-stream`, `fail-*`), each in its own provider's format. `cargo xtask test` starts them and
 //! the proxy, and passes their addresses at compile time; `cargo xtask browser conformance` runs
 //! this file alone.
 
@@ -345,6 +345,25 @@ async fn a_cut_stream_is_interrupted(provider: Provider, mode: Mode) {
     assert!(!text_of(&events).is_empty(), "the text before the cut");
 }
 
+async fn an_error_mid_stream_ends_it(provider: Provider, mode: Mode) {
+    let (events, result) = collect(
+        &client(provider, mode),
+        &request(provider, "error-stream", "x"),
+    )
+    .await;
+    let error = result.unwrap_err();
+    assert_eq!(
+        (error.code, error.retryable),
+        (ErrorCode::UpstreamError, true),
+        "{error:?}"
+    );
+    assert_eq!(text_of(&events), "partial");
+    assert!(
+        !events.iter().any(StreamEvent::is_terminal),
+        "the error is the end: {events:?}"
+    );
+}
+
 async fn a_cancelled_stream_stops_the_upstream(provider: Provider, mode: Mode) {
     let before = provider.streams_cancelled().await;
     let controller = web_sys::AbortController::new().unwrap();
@@ -410,5 +429,6 @@ for_every_provider_and_mode!(
     stop_reasons_are_normalized,
     upstream_errors_map_to_the_same_codes,
     a_cut_stream_is_interrupted,
+    an_error_mid_stream_ends_it,
     a_cancelled_stream_stops_the_upstream,
 );

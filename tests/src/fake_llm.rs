@@ -58,6 +58,7 @@ pub const MODELS: &[&str] = &[
     "stall-stream",
     "drop-stream",
     "reset-stream",
+    "error-stream",
 ];
 
 /// Fixed response id: determinism matters more than realism for assertions.
@@ -385,6 +386,19 @@ async fn run_script(shared: &Arc<Shared>, request: ChatRequest) -> Response {
             respond(shared, &chunks, false, &echo_reply(&request), None)
         }
         "drop-stream" | "reset-stream" => broken_response(shared, &chunks, streaming, model),
+        // Some text, then the error chunk OpenAI sends when it fails mid-stream.
+        "error-stream" if streaming => {
+            let steps = vec![
+                Step::Send(chunks.delta(json!({"role": "assistant", "content": "partial"}), None)),
+                Step::Send(Bytes::from(format!(
+                    "data: {}\n\n",
+                    json!({"error": {"message": "The server had an error while processing your request.",
+                        "type": "server_error", "param": null, "code": null}})
+                ))),
+            ];
+            sse_response(shared, steps)
+        }
+        "error-stream" => respond(shared, &chunks, false, &echo_reply(&request), None),
         _ => openai_error(
             StatusCode::NOT_FOUND,
             format!("The model `{model}` does not exist"),
