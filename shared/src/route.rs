@@ -82,7 +82,12 @@ pub struct HttpRequest {
 fn is_secret_header(name: &str) -> bool {
     matches!(
         name.to_ascii_lowercase().as_str(),
-        "authorization" | "x-api-key" | "api-key" | "proxy-authorization" | "cookie"
+        "authorization"
+            | "x-api-key"
+            | "x-goog-api-key"
+            | "api-key"
+            | "proxy-authorization"
+            | "cookie"
     )
 }
 
@@ -157,8 +162,7 @@ impl PreparedRequest {
             WireFormat::Switchyard => ErrorBody::parse(body)
                 .unwrap_or_else(|| ApiError::from_upstream_status(status, None, retry_after)),
             WireFormat::Provider(kind) => {
-                let message = providers::error_message(kind, body);
-                ApiError::from_upstream_status(status, message.as_deref(), retry_after)
+                providers::upstream_error(kind, status, retry_after, body)
             }
         }
     }

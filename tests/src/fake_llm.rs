@@ -47,6 +47,7 @@ pub const MODELS: &[&str] = &[
     "agent",
     "slow",
     "long",
+    "length",
     "fail-400",
     "fail-401",
     "fail-404",
@@ -57,6 +58,7 @@ pub const MODELS: &[&str] = &[
     "stall-stream",
     "drop-stream",
     "reset-stream",
+    "error-stream",
 ];
 
 /// Fixed response id: determinism matters more than realism for assertions.
@@ -355,6 +357,7 @@ async fn run_script(shared: &Arc<Shared>, request: ChatRequest) -> Response {
             &long_reply(&request),
             Some(LONG_CHUNK_DELAY),
         ),
+        "length" => respond(shared, &chunks, streaming, &length_reply(&request), None),
         "tools" => respond(
             shared,
             &chunks,
@@ -383,6 +386,19 @@ async fn run_script(shared: &Arc<Shared>, request: ChatRequest) -> Response {
             respond(shared, &chunks, false, &echo_reply(&request), None)
         }
         "drop-stream" | "reset-stream" => broken_response(shared, &chunks, streaming, model),
+        // Some text, then the error chunk OpenAI sends when it fails mid-stream.
+        "error-stream" if streaming => {
+            let steps = vec![
+                Step::Send(chunks.delta(json!({"role": "assistant", "content": "partial"}), None)),
+                Step::Send(Bytes::from(format!(
+                    "data: {}\n\n",
+                    json!({"error": {"message": "The server had an error while processing your request.",
+                        "type": "server_error", "param": null, "code": null}})
+                ))),
+            ];
+            sse_response(shared, steps)
+        }
+        "error-stream" => respond(shared, &chunks, false, &echo_reply(&request), None),
         _ => openai_error(
             StatusCode::NOT_FOUND,
             format!("The model `{model}` does not exist"),
@@ -552,6 +568,13 @@ fn echo_reply(request: &ChatRequest) -> Reply {
         Vec::new(),
         "stop",
     )
+}
+
+/// The `length` model: the echo cut to three words, stopped for the token limit.
+fn length_reply(request: &ChatRequest) -> Reply {
+    let echo = echo_reply(request).content.unwrap_or_default();
+    let cut: Vec<&str> = echo.split(' ').take(3).collect();
+    Reply::new(request, Some(cut.join(" ")), Vec::new(), "length")
 }
 
 fn long_reply(request: &ChatRequest) -> Reply {

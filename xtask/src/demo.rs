@@ -153,7 +153,7 @@ pub fn page_tests() -> Result<()> {
         command("node")
             .args(["--test", "--test-reporter=spec"])
             .arg(demo_dir().join("test/demo.test.mjs"))
-            .env("SWITCHYARD_BIN", root().join("target/debug/switchyard"))
+            .env("SWITCHYARD_BIN", run::target_dir().join("debug/switchyard"))
             .env("SWITCHYARD_ARTIFACTS", &artifacts)
             .env("CHROMIUM", CHROMIUM),
     )?;

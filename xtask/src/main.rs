@@ -30,7 +30,9 @@ commands:
   fuzz    runs every cargo-fuzz target in fuzz/ for SECONDS each (default 60) and prints
           the executions: `fuzz [SECONDS] [TARGET...]` (works on stable)
   setup   only installs the tools the other commands need
-  browser only the browser suites (wasm-bindgen-test, package and demo page tests)
+  browser only the browser suites (wasm-bindgen-test, package and demo page tests);
+          `browser SUITE...` only those wasm-bindgen-test files (sdk-wasm/tests/SUITE.rs),
+          without the package build and the page tests
 ";
 
 fn main() {
@@ -53,7 +55,7 @@ fn real_main() -> Result<()> {
         }
         Some("bench") => bench(&args[1..]),
         Some("fuzz") => fuzz::run(&args[1..]),
-        Some("browser") => browser(),
+        Some("browser") => browser(&args[1..]),
         Some("setup") => tools::ensure_all(),
         Some("help" | "--help" | "-h") | None => {
             print!("{USAGE}");
@@ -123,7 +125,7 @@ fn test() -> Result<()> {
         servers::TestServers::start(&[format!("http://127.0.0.1:{page_port}")])
     })?;
     report.step("browser tests (wasm-bindgen-test, both modes)", || {
-        sdk::browser_tests(&servers, page_port)
+        sdk::browser_tests(&servers, page_port, &[])
     })?;
     report.step("package tests (playwright-core, both modes)", || {
         sdk::package_tests(&servers, page_port)
@@ -144,13 +146,19 @@ fn test() -> Result<()> {
     Ok(())
 }
 
-/// The browser suites alone: the npm package build, the servers, and both suites.
-fn browser() -> Result<()> {
+/// The browser suites alone: the npm package build, the servers, and both suites; or, given
+/// suite names, the servers and those wasm-bindgen-test files only.
+fn browser(only: &[String]) -> Result<()> {
     tools::ensure_all()?;
-    sdk::build_package()?;
+    if only.is_empty() {
+        sdk::build_package()?;
+    }
     let page_port = servers::free_port()?;
     let servers = servers::TestServers::start(&[format!("http://127.0.0.1:{page_port}")])?;
-    sdk::browser_tests(&servers, page_port)?;
+    sdk::browser_tests(&servers, page_port, only)?;
+    if !only.is_empty() {
+        return Ok(());
+    }
     sdk::package_tests(&servers, page_port)?;
     drop(servers);
     demo::build_page()?;

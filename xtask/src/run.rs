@@ -15,6 +15,20 @@ pub fn root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// Where cargo builds: `CARGO_TARGET_DIR` when set, else `target/` in the workspace.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|dir| {
+            if dir.is_relative() {
+                root().join(dir)
+            } else {
+                dir
+            }
+        })
+        .unwrap_or_else(|| root().join("target"))
+}
+
 /// `$HOME/.cargo/bin`, where `cargo install` puts tools.
 pub fn cargo_bin_dir() -> PathBuf {
     std::env::var_os("CARGO_HOME")

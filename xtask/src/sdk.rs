@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use flate2::{Compression, write::GzEncoder};
 
 use crate::run::{self, command, root};
-use crate::servers::{TestServers, UPSTREAM_KEY};
+use crate::servers::{ANTHROPIC_KEY, GEMINI_KEY, TestServers, UPSTREAM_KEY};
 use crate::tools::{self, CHROMEDRIVER, CHROMIUM};
 
 const OUT_NAME: &str = "switchyard_client";
@@ -250,6 +250,10 @@ fn with_servers<'a>(
 ) -> &'a mut std::process::Command {
     cmd.env("SWITCHYARD_TEST_UPSTREAM", &servers.upstream_url)
         .env("SWITCHYARD_TEST_UPSTREAM_KEY", UPSTREAM_KEY)
+        .env("SWITCHYARD_TEST_ANTHROPIC", &servers.anthropic_url)
+        .env("SWITCHYARD_TEST_ANTHROPIC_KEY", ANTHROPIC_KEY)
+        .env("SWITCHYARD_TEST_GEMINI", &servers.gemini_url)
+        .env("SWITCHYARD_TEST_GEMINI_KEY", GEMINI_KEY)
         .env("SWITCHYARD_TEST_PROXY", &servers.proxy_url)
         .env(
             "SWITCHYARD_TEST_MCP_EVERYTHING",
@@ -259,8 +263,9 @@ fn with_servers<'a>(
         .env("SWITCHYARD_TEST_PAGE_PORT", page_port.to_string())
 }
 
-/// `wasm-pack test` in headless Chromium: the Rust-level suite, in both modes.
-pub fn browser_tests(servers: &TestServers, page_port: u16) -> Result<()> {
+/// `wasm-pack test` in headless Chromium: the Rust-level suite, in both modes; only the test
+/// files named in `only` (`sdk-wasm/tests/<name>.rs`) if any are.
+pub fn browser_tests(servers: &TestServers, page_port: u16, only: &[String]) -> Result<()> {
     run::status(
         with_servers(&mut command("wasm-pack"), servers, page_port)
             .args(["test", "--mode", "no-install", "--headless", "--chrome"])
@@ -273,7 +278,9 @@ pub fn browser_tests(servers: &TestServers, page_port: u16) -> Result<()> {
                 "WASM_BINDGEN_TEST_ADDRESS",
                 format!("127.0.0.1:{page_port}"),
             )
-            .env("WASM_BINDGEN_TEST_TIMEOUT", "120"),
+            .env("WASM_BINDGEN_TEST_TIMEOUT", "120")
+            // After the path, wasm-pack passes arguments on to `cargo test`.
+            .args(only.iter().flat_map(|name| ["--test", name.as_str()])),
     )
 }
 

@@ -14,6 +14,10 @@ use crate::run::{self, command, root};
 
 /// The key the test upstream demands; the proxy holds it, direct-mode tests send it.
 pub const UPSTREAM_KEY: &str = "test-upstream-key";
+/// The key the fake Anthropic API demands, held and sent the same way.
+pub const ANTHROPIC_KEY: &str = "test-anthropic-key";
+/// The key the fake Gemini API demands, held and sent the same way.
+pub const GEMINI_KEY: &str = "test-gemini-key";
 
 /// A free TCP port on 127.0.0.1 (the listener is closed again at once).
 pub fn free_port() -> Result<u16> {
@@ -22,13 +26,18 @@ pub fn free_port() -> Result<u16> {
 }
 
 /// The servers the browser suites talk to, and a proxy configured to reach all of them: the LLM
-/// test upstream as provider `fake`; MCP servers `everything` (the reference server over
+/// test upstream as provider `fake`, the fake Anthropic and Gemini APIs as providers `anthropic`
+/// and `gemini`; MCP servers `everything` (the reference server over
 /// Streamable HTTP), `everything-stdio` (the same over stdio, which only the proxy can reach) and
 /// `stateless` (an rmcp server speaking the stateless 2026-07-28 revision).
 pub struct TestServers {
     children: Vec<Child>,
     /// The upstream's OpenAI-compatible base URL, `http://127.0.0.1:PORT/v1`.
     pub upstream_url: String,
+    /// The fake Anthropic API's base URL, `http://127.0.0.1:PORT/v1`.
+    pub anthropic_url: String,
+    /// The fake Gemini API's base URL, `http://127.0.0.1:PORT/v1beta`.
+    pub gemini_url: String,
     /// The reference MCP server's Streamable HTTP endpoint.
     pub mcp_everything_url: String,
     /// The stateless rmcp server's endpoint.
@@ -90,11 +99,13 @@ impl TestServers {
         ])?;
         let work = root().join("target/xtask");
         std::fs::create_dir_all(&work)?;
-        let bin = root().join("target/debug");
+        let bin = run::target_dir().join("debug");
 
         let mut servers = TestServers {
             children: Vec::new(),
             upstream_url: String::new(),
+            anthropic_url: String::new(),
+            gemini_url: String::new(),
             mcp_everything_url: String::new(),
             mcp_stateless_url: String::new(),
             proxy_url: String::new(),
@@ -110,6 +121,24 @@ impl TestServers {
         )?;
         servers.children.push(child);
         servers.upstream_url = format!("{origin}/v1");
+        for (kind, key) in [("anthropic", ANTHROPIC_KEY), ("gemini", GEMINI_KEY)] {
+            let (child, origin) = spawn_listening(
+                command(&bin.join("fake-llm").to_string_lossy()).args([
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--kind",
+                    kind,
+                    "--api-key",
+                    key,
+                ]),
+                work.join(format!("fake-{kind}.log")),
+            )?;
+            servers.children.push(child);
+            match kind {
+                "anthropic" => servers.anthropic_url = format!("{origin}/v1"),
+                _ => servers.gemini_url = format!("{origin}/v1beta"),
+            }
+        }
 
         let (node, args) = everything_command("streamableHttp")?;
         let port = free_port()?;
@@ -149,12 +178,18 @@ impl TestServers {
                 "[server]\nlisten = \"127.0.0.1:0\"\ncors_allowed_origins = [{}]\n\n\
                  [[providers]]\nname = \"fake\"\nkind = \"openai\"\nbase_url = \"{}\"\n\
                  api_key_env = \"SWITCHYARD_TEST_UPSTREAM_KEY\"\n\n\
+                 [[providers]]\nname = \"anthropic\"\nkind = \"anthropic\"\nbase_url = \"{}\"\n\
+                 api_key_env = \"SWITCHYARD_TEST_ANTHROPIC_KEY\"\n\n\
+                 [[providers]]\nname = \"gemini\"\nkind = \"gemini\"\nbase_url = \"{}\"\n\
+                 api_key_env = \"SWITCHYARD_TEST_GEMINI_KEY\"\n\n\
                  [[mcp_servers]]\nname = \"everything\"\ntransport = \"streamable_http\"\nurl = \"{}\"\n\n\
                  [[mcp_servers]]\nname = \"stateless\"\ntransport = \"streamable_http\"\nurl = \"{}\"\n\n\
                  [[mcp_servers]]\nname = \"everything-stdio\"\ntransport = \"stdio\"\ncommand = \"node\"\n\
                  args = [{}]\n",
                 origins.join(", "),
                 servers.upstream_url,
+                servers.anthropic_url,
+                servers.gemini_url,
                 servers.mcp_everything_url,
                 servers.mcp_stateless_url,
                 stdio_args.join(", "),
@@ -166,14 +201,19 @@ impl TestServers {
                 .arg(&config)
                 .args(["--listen", "127.0.0.1:0"])
                 .env("SWITCHYARD_TEST_UPSTREAM_KEY", UPSTREAM_KEY)
+                .env("SWITCHYARD_TEST_ANTHROPIC_KEY", ANTHROPIC_KEY)
+                .env("SWITCHYARD_TEST_GEMINI_KEY", GEMINI_KEY)
                 .env("RUST_LOG", "warn"),
             work.join("proxy.log"),
         )?;
         servers.children.push(child);
         servers.proxy_url = origin;
         println!(
-            "    test upstream at {}, MCP servers at {} and {}, proxy at {}",
+            "    test upstream at {}, fake Anthropic at {}, fake Gemini at {}, MCP servers at {} \
+             and {}, proxy at {}",
             servers.upstream_url,
+            servers.anthropic_url,
+            servers.gemini_url,
             servers.mcp_everything_url,
             servers.mcp_stateless_url,
             servers.proxy_url

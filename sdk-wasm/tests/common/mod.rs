@@ -71,6 +71,48 @@ pub fn fake_provider() -> ProviderEndpoint {
     }
 }
 
+/// The fake Anthropic API as provider `anthropic`, with its key, as the proxy's config names it.
+#[allow(dead_code, reason = "only the conformance suite reaches it")]
+pub fn anthropic_provider() -> ProviderEndpoint {
+    ProviderEndpoint {
+        name: "anthropic".into(),
+        kind: ProviderKind::Anthropic,
+        base_url: setting(
+            option_env!("SWITCHYARD_TEST_ANTHROPIC"),
+            "SWITCHYARD_TEST_ANTHROPIC",
+        )
+        .into(),
+        api_key: Some(
+            setting(
+                option_env!("SWITCHYARD_TEST_ANTHROPIC_KEY"),
+                "SWITCHYARD_TEST_ANTHROPIC_KEY",
+            )
+            .into(),
+        ),
+    }
+}
+
+/// The fake Gemini API as provider `gemini`, with its key, as the proxy's config names it.
+#[allow(dead_code, reason = "only the conformance suite reaches it")]
+pub fn gemini_provider() -> ProviderEndpoint {
+    ProviderEndpoint {
+        name: "gemini".into(),
+        kind: ProviderKind::Gemini,
+        base_url: setting(
+            option_env!("SWITCHYARD_TEST_GEMINI"),
+            "SWITCHYARD_TEST_GEMINI",
+        )
+        .into(),
+        api_key: Some(
+            setting(
+                option_env!("SWITCHYARD_TEST_GEMINI_KEY"),
+                "SWITCHYARD_TEST_GEMINI_KEY",
+            )
+            .into(),
+        ),
+    }
+}
+
 /// The MCP servers by the names the proxy's config gives them too: `everything` (the reference
 /// server, session-based) and `stateless` (the rmcp server, 2026-07-28).
 #[allow(dead_code, reason = "the chat suite reaches no MCP server")]

@@ -2,6 +2,7 @@
 //! plus one arm in each `match` below; both SDK modes and the proxy get it at once.
 
 pub mod anthropic;
+pub mod gemini;
 pub mod openai;
 
 use serde::{Deserialize, Serialize};
@@ -26,6 +27,9 @@ pub enum ProviderKind {
     /// Anthropic's Messages API.
     #[serde(rename = "anthropic")]
     Anthropic,
+    /// Google's Gemini API (`generateContent`).
+    #[serde(rename = "gemini")]
+    Gemini,
 }
 
 impl ProviderKind {
@@ -34,6 +38,7 @@ impl ProviderKind {
         match self {
             ProviderKind::OpenAi => "openai",
             ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Gemini => "gemini",
         }
     }
 }
@@ -49,6 +54,7 @@ pub(crate) fn build_chat(
     match endpoint.kind {
         ProviderKind::OpenAi => Ok(openai::build_chat(endpoint, model, req, stream)),
         ProviderKind::Anthropic => anthropic::build_chat(endpoint, model, req, stream),
+        ProviderKind::Gemini => gemini::build_chat(endpoint, model, req, stream),
     }
 }
 
@@ -61,15 +67,25 @@ pub(crate) fn parse_chat_response(
     match kind {
         ProviderKind::OpenAi => openai::parse_chat_response(provider, body),
         ProviderKind::Anthropic => anthropic::parse_chat_response(provider, body),
+        ProviderKind::Gemini => gemini::parse_chat_response(provider, body),
     }
 }
 
-/// Reads the provider's explanation out of an error body, if it has one.
-pub(crate) fn error_message(kind: ProviderKind, body: &[u8]) -> Option<String> {
-    match kind {
+/// Maps a failed answer (status outside 2xx) onto the taxonomy, with the provider's own
+/// explanation where it has one.
+pub(crate) fn upstream_error(
+    kind: ProviderKind,
+    status: u16,
+    retry_after: Option<&str>,
+    body: &[u8],
+) -> ApiError {
+    let message = match kind {
         ProviderKind::OpenAi => openai::error_message(body),
         ProviderKind::Anthropic => anthropic::error_message(body),
-    }
+        // Google's errors say more than their status (see there).
+        ProviderKind::Gemini => return gemini::upstream_error(status, retry_after, body),
+    };
+    ApiError::from_upstream_status(status, message.as_deref(), retry_after)
 }
 
 /// A provider's stream decoder: SSE events in, normalized events out.
@@ -79,6 +95,8 @@ pub enum ProviderStreamDecoder {
     OpenAi(openai::StreamDecoder),
     /// Anthropic message stream events.
     Anthropic(anthropic::StreamDecoder),
+    /// Gemini `GenerateContentResponse` chunks.
+    Gemini(gemini::StreamDecoder),
 }
 
 /// A fresh decoder for a provider's stream; `provider` is the configured name.
@@ -88,6 +106,7 @@ pub(crate) fn stream_decoder(kind: ProviderKind, provider: &str) -> ProviderStre
         ProviderKind::Anthropic => {
             ProviderStreamDecoder::Anthropic(anthropic::StreamDecoder::new(provider))
         }
+        ProviderKind::Gemini => ProviderStreamDecoder::Gemini(gemini::StreamDecoder::new(provider)),
     }
 }
 
@@ -97,6 +116,7 @@ impl ProviderStreamDecoder {
         match self {
             ProviderStreamDecoder::OpenAi(d) => d.on_event(event, out),
             ProviderStreamDecoder::Anthropic(d) => d.on_event(event, out),
+            ProviderStreamDecoder::Gemini(d) => d.on_event(event, out),
         }
     }
 
@@ -105,6 +125,7 @@ impl ProviderStreamDecoder {
         match self {
             ProviderStreamDecoder::OpenAi(d) => d.on_end(out),
             ProviderStreamDecoder::Anthropic(d) => d.on_end(out),
+            ProviderStreamDecoder::Gemini(d) => d.on_end(out),
         }
     }
 }

@@ -1,5 +1,6 @@
-//! Runs the scripted fake OpenAI server as a standalone process, for browser
-//! and end-to-end tests that cannot link the Rust library.
+//! Runs a scripted fake provider as a standalone process, for browser and
+//! end-to-end tests that cannot link the Rust library: the OpenAI-compatible
+//! one by default, or with `--kind` the Anthropic or Gemini one.
 //!
 //! Prints exactly one line, `listening on http://127.0.0.1:PORT`, to stdout
 //! once it accepts connections, so a harness can read the port it was given.
@@ -8,19 +9,35 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::{Parser, ValueEnum};
+use switchyard_tests::fake_anthropic::FakeAnthropic;
+use switchyard_tests::fake_gemini::FakeGemini;
 use switchyard_tests::fake_llm::{FakeLlm, FakeLlmConfig};
 
-/// Deterministic OpenAI-compatible chat-completions server (test equipment).
+/// The wire format the fake speaks.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Kind {
+    /// OpenAI chat completions (`/v1/chat/completions`).
+    Openai,
+    /// Anthropic's Messages API (`/v1/messages`); `--api-key` is required.
+    Anthropic,
+    /// Google's Gemini API (`/v1beta/models/...`); `--api-key` is required.
+    Gemini,
+}
+
+/// Deterministic LLM provider server (test equipment).
 #[derive(Parser, Debug)]
 #[command(name = "fake-llm", version)]
 struct Args {
     /// Loopback address to listen on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
-    /// Require `Authorization: Bearer <KEY>` on /v1 requests.
+    /// Require this key (`Authorization: Bearer <KEY>`, `x-api-key`, `x-goog-api-key`).
     #[arg(long, value_name = "KEY")]
     api_key: Option<String>,
+    /// Which provider to be.
+    #[arg(long, value_enum, default_value = "openai")]
+    kind: Kind,
 }
 
 #[tokio::main]
@@ -35,19 +52,41 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
-    let server = FakeLlm::start_on(
-        FakeLlmConfig {
-            api_key: args.api_key,
-        },
-        listener,
-    )
-    .await?;
+    let key = || {
+        args.api_key
+            .clone()
+            .context("--api-key is required for this kind")
+    };
+    // Held, whatever its kind, until Ctrl-C: dropping a fake stops it.
+    let (server, addr): (Box<dyn std::any::Any>, SocketAddr) = match args.kind {
+        Kind::Openai => {
+            let fake = FakeLlm::start_on(
+                FakeLlmConfig {
+                    api_key: args.api_key.clone(),
+                },
+                listener,
+            )
+            .await?;
+            let addr = fake.local_addr();
+            (Box::new(fake), addr)
+        }
+        Kind::Anthropic => {
+            let fake = FakeAnthropic::start_on(&key()?, listener).await?;
+            let addr = fake.local_addr();
+            (Box::new(fake), addr)
+        }
+        Kind::Gemini => {
+            let fake = FakeGemini::start_on(&key()?, listener).await?;
+            let addr = fake.local_addr();
+            (Box::new(fake), addr)
+        }
+    };
 
     {
         // Harnesses block on this line; without the flush a piped stdout would
         // hold it in the buffer and the harness would wait forever.
         let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "listening on http://{}", server.local_addr())?;
+        writeln!(stdout, "listening on http://{addr}")?;
         stdout.flush()?;
     }
 
