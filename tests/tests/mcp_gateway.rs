@@ -201,6 +201,24 @@ fn rpc_error(error: ServiceError) -> rmcp::model::ErrorData {
     }
 }
 
+/// A raw `initialize` (2025-11-25) to the gateway, with `key` as the bearer credential if any.
+fn raw_initialize(h: &Harness, key: Option<&str>) -> reqwest::RequestBuilder {
+    let request = h
+        .proxy
+        .client
+        .post(h.proxy.url("/mcp"))
+        .header("accept", "application/json, text/event-stream")
+        .json(
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "1"}}}),
+        );
+    match key {
+        Some(key) => request.bearer_auth(key),
+        None => request,
+    }
+}
+
 #[tokio::test]
 async fn every_server_is_one_server_in_every_version() {
     let h = start().await;
@@ -359,37 +377,12 @@ async fn the_gateway_needs_a_key_and_a_session_keeps_its_owner() {
     let h = start().await;
     // Without a key, or with a wrong one: refused before any MCP is spoken.
     for key in [None, Some("not-a-key")] {
-        let mut request = h
-            .proxy
-            .client
-            .post(h.proxy.url("/mcp"))
-            .header("accept", "application/json, text/event-stream")
-            .json(
-                &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-                "protocolVersion": "2025-11-25", "capabilities": {},
-                "clientInfo": {"name": "x", "version": "1"}}}),
-            );
-        if let Some(key) = key {
-            request = request.bearer_auth(key);
-        }
-        let response = request.send().await.unwrap();
+        let response = raw_initialize(&h, key).send().await.unwrap();
         assert_eq!(response.status(), 401, "{key:?}");
     }
 
     // Alice's session, used with Bob's key: refused.
-    let initialize = |key: &str| {
-        h.proxy
-            .client
-            .post(h.proxy.url("/mcp"))
-            .bearer_auth(key)
-            .header("accept", "application/json, text/event-stream")
-            .json(
-                &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-                "protocolVersion": "2025-11-25", "capabilities": {},
-                "clientInfo": {"name": "raw", "version": "1"}}}),
-            )
-    };
-    let response = initialize(&h.alice).send().await.unwrap();
+    let response = raw_initialize(&h, Some(&h.alice)).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let session_id = response
         .headers()
@@ -567,20 +560,7 @@ async fn sessions_are_bounded() {
     let h = start_with("[mcp_gateway]\nmax_sessions = 2\n").await;
     let (first, _) = connect(&h, &h.alice, ProtocolVersion::V_2025_11_25).await;
     let (second, _) = connect(&h, &h.bob, ProtocolVersion::V_2025_11_25).await;
-    let refused = h
-        .proxy
-        .client
-        .post(h.proxy.url("/mcp"))
-        .bearer_auth(&h.alice)
-        .header("accept", "application/json, text/event-stream")
-        .json(
-            &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-11-25", "capabilities": {},
-            "clientInfo": {"name": "third", "version": "1"}}}),
-        )
-        .send()
-        .await
-        .unwrap();
+    let refused = raw_initialize(&h, Some(&h.alice)).send().await.unwrap();
     assert_eq!(refused.status(), 503);
     assert_eq!(refused.headers()["retry-after"], "5");
     // Stateless requests need no place.
@@ -850,21 +830,8 @@ async fn the_callers_rate_limit_applies_to_the_gateway() {
     ))
     .await;
     let mut statuses = Vec::new();
-    for id in 1..=3 {
-        let response = h
-            .proxy
-            .client
-            .post(h.proxy.url("/mcp"))
-            .bearer_auth(&limited)
-            .header("accept", "application/json, text/event-stream")
-            .json(
-                &json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": {
-                "protocolVersion": "2025-11-25", "capabilities": {},
-                "clientInfo": {"name": "limited", "version": "1"}}}),
-            )
-            .send()
-            .await
-            .unwrap();
+    for _ in 1..=3 {
+        let response = raw_initialize(&h, Some(&limited)).send().await.unwrap();
         statuses.push(response.status().as_u16());
         if response.status() == 429 {
             let body: Value = response.json().await.unwrap();
