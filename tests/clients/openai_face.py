@@ -2,13 +2,13 @@
 `openai`) and prints one JSON object of what the client saw, for tests/tests/real_llm.rs to check.
 
 Environment: SWITCHYARD_V1 (the proxy's `/v1` address), SWITCHYARD_KEY (a key of the proxy),
-SWITCHYARD_MODEL (a `<provider>/<model>` the key may use).
+SWITCHYARD_MODEL (the one `<provider>/<model>` the key may use).
 """
 
 import json
 import os
 
-from openai import AuthenticationError, NotFoundError, OpenAI
+from openai import AuthenticationError, OpenAI, PermissionDeniedError
 
 BASE_URL = os.environ["SWITCHYARD_V1"]
 MODEL = os.environ["SWITCHYARD_MODEL"]
@@ -24,7 +24,7 @@ def failure(call):
     try:
         call()
         return None
-    except (AuthenticationError, NotFoundError) as e:
+    except (AuthenticationError, PermissionDeniedError) as e:
         return {"class": type(e).__name__, "status": e.status_code, "code": e.code}
 
 
@@ -70,7 +70,8 @@ out["stream"] = {
 }
 
 out["models"] = [model.id for model in main.models.list()]
-out["unknown_provider"] = failure(
+# The key may use only SWITCHYARD_MODEL.
+out["out_of_scope"] = failure(
     lambda: main.chat.completions.create(model="nowhere/x", messages=MESSAGES)
 )
 out["wrong_key"] = failure(

@@ -378,8 +378,8 @@ async fn openais_python_client_chats_and_streams_through_the_face() {
 
     assert_eq!(seen["models"], serde_json::json!([MODEL]));
     assert_eq!(
-        seen["unknown_provider"],
-        serde_json::json!({"class": "NotFoundError", "status": 404, "code": "not_found"})
+        seen["out_of_scope"],
+        serde_json::json!({"class": "PermissionDeniedError", "status": 403, "code": "forbidden"})
     );
     assert_eq!(
         seen["wrong_key"],
