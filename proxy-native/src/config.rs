@@ -144,7 +144,9 @@ pub struct McpGatewayConfig {
     /// `initialize` is answered 503 until one ends. Stateless (2026-07-28) requests are not
     /// counted.
     pub max_sessions: usize,
-    /// A session without requests for this long is closed, in milliseconds.
+    /// Of those, the most one caller may hold.
+    pub max_sessions_per_user: usize,
+    /// A session without requests from its client for this long is closed, in milliseconds.
     pub session_idle_timeout_ms: u64,
 }
 
@@ -153,6 +155,7 @@ impl Default for McpGatewayConfig {
         McpGatewayConfig {
             enabled: true,
             max_sessions: 1_000,
+            max_sessions_per_user: 16,
             session_idle_timeout_ms: 300_000,
         }
     }
@@ -407,6 +410,7 @@ impl Config {
         let g = &self.mcp_gateway;
         for (key, value) in [
             ("max_sessions", g.max_sessions as u64),
+            ("max_sessions_per_user", g.max_sessions_per_user as u64),
             ("session_idle_timeout_ms", g.session_idle_timeout_ms),
         ] {
             if value == 0 {

@@ -413,12 +413,36 @@ async fn the_gateway_needs_a_key_and_a_session_keeps_its_owner() {
     let alice_list = in_session(&h.alice, list.clone()).send().await.unwrap();
     assert_eq!(alice_list.status(), 200);
     assert!(alice_list.text().await.unwrap().contains("local__add"));
-    let bob_list = in_session(&h.bob, list).send().await.unwrap();
+    // Bob holding Alice's session id learns nothing and changes nothing: every kind of request
+    // in it is answered as an unknown session would be.
+    let bob_list = in_session(&h.bob, list.clone()).send().await.unwrap();
+    assert_eq!(bob_list.status(), 404);
     let body = bob_list.text().await.unwrap();
-    assert!(
-        body.contains("belongs to another caller") && !body.contains("local__add"),
-        "{body}"
+    assert!(!body.contains("local__add"), "{body}");
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": 2}});
+    assert_eq!(
+        in_session(&h.bob, cancel).send().await.unwrap().status(),
+        404
     );
+    for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+        let response = h
+            .proxy
+            .client
+            .request(method.clone(), h.proxy.url("/mcp"))
+            .bearer_auth(&h.bob)
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", &session_id)
+            .header("mcp-protocol-version", "2025-11-25")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404, "{method}");
+    }
+    // The session is still Alice's, and still works.
+    let again = in_session(&h.alice, list).send().await.unwrap();
+    assert_eq!(again.status(), 200);
+    assert!(again.text().await.unwrap().contains("local__add"));
 }
 
 #[tokio::test]
@@ -563,6 +587,9 @@ async fn sessions_are_bounded() {
     let refused = raw_initialize(&h, Some(&h.alice)).send().await.unwrap();
     assert_eq!(refused.status(), 503);
     assert_eq!(refused.headers()["retry-after"], "5");
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["id"], 1, "the refusal answers the initialize: {body}");
+    assert_eq!(body["error"]["code"], -32000, "{body}");
     // Stateless requests need no place.
     let (stateless, _) = connect(&h, &h.alice, ProtocolVersion::V_2026_07_28).await;
     assert_eq!(
@@ -872,5 +899,121 @@ async fn a_server_that_cannot_start_is_left_out_of_lists() {
     let error = rpc_error(call(&session, "broken__echo", json!({})).await.unwrap_err());
     assert_eq!(error.code, ErrorCode::INTERNAL_ERROR, "{error:?}");
     assert!(error.message.contains("broken"), "{error:?}");
+    session.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn one_caller_cannot_take_every_session_place() {
+    let h = start_with("[mcp_gateway]\nmax_sessions_per_user = 2\n").await;
+    let (first, _) = connect(&h, &h.alice, ProtocolVersion::V_2025_11_25).await;
+    let (second, _) = connect(&h, &h.alice, ProtocolVersion::V_2025_11_25).await;
+    let refused = raw_initialize(&h, Some(&h.alice)).send().await.unwrap();
+    assert_eq!(refused.status(), 503);
+    let body: Value = refused.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("this caller")),
+        "{body}"
+    );
+    // Another caller still gets a place.
+    let (bob, _) = connect(&h, &h.bob, ProtocolVersion::V_2025_11_25).await;
+    bob.cancel().await.unwrap();
+    second.cancel().await.unwrap();
+    first.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_session_its_client_left_is_closed() {
+    let h = start_with("[mcp_gateway]\nsession_idle_timeout_ms = 300\n").await;
+    let response = raw_initialize(&h, Some(&h.alice)).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let session_id = response.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    drop(response.text().await);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The next opening sweeps; the left session is gone for good.
+    let (session, _) = connect(&h, &h.alice, ProtocolVersion::V_2025_11_25).await;
+    let stale = h
+        .proxy
+        .client
+        .post(h.proxy.url("/mcp"))
+        .bearer_auth(&h.alice)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", &session_id)
+        .header("mcp-protocol-version", "2025-11-25")
+        .json(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 404);
+    session.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn progress_and_subscriptions_hold_the_callers_stream_places() {
+    let (streamer, streamer_hash) = keys::generate().unwrap();
+    let h = start_with(&format!(
+        r#"
+        [[keys]]
+        name = "streamer"
+        hash = "{streamer_hash}"
+        models = []
+        mcp = ["*"]
+        [keys.limits]
+        concurrent_streams = 1
+        "#
+    ))
+    .await;
+    let (stateless, _) = connect(&h, &streamer, ProtocolVersion::V_2026_07_28).await;
+    let subscription = stateless
+        .peer()
+        .listen(SubscriptionFilter::builder().tools_list_changed().build())
+        .await
+        .unwrap();
+    // Its one place is taken by the subscription: a call reporting progress is refused...
+    let (session, _) = connect(&h, &streamer, ProtocolVersion::V_2025_11_25).await;
+    let params = CallToolRequestParams::new("local__slow")
+        .with_arguments(arguments(json!({"steps": 1, "delay_ms": 10})));
+    let refused = session
+        .send_cancellable_request(
+            ClientRequest::CallToolRequest(CallToolRequest::new(params.clone())),
+            PeerRequestOptions::no_options(),
+        )
+        .await
+        .unwrap()
+        .await_response()
+        .await
+        .unwrap_err();
+    let error = rpc_error(refused);
+    assert_eq!(
+        error.data.unwrap()["code"],
+        "rate_limited",
+        "{}",
+        error.message
+    );
+    // ...and allowed once the subscription ends.
+    drop(subscription);
+    stateless.cancel().await.unwrap();
+    let mut answered = None;
+    for _ in 0..50 {
+        let attempt = session
+            .send_cancellable_request(
+                ClientRequest::CallToolRequest(CallToolRequest::new(params.clone())),
+                PeerRequestOptions::no_options(),
+            )
+            .await
+            .unwrap()
+            .await_response()
+            .await;
+        if attempt.is_ok() {
+            answered = Some(attempt);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(answered.is_some(), "the place was never given back");
     session.cancel().await.unwrap();
 }

@@ -4,14 +4,18 @@
 //!
 //! - The caller is the one the authentication layer established for the HTTP request; rmcp
 //!   hands the request's parts to the handler. A session (protocol versions up to 2025-11-25)
-//!   belongs to the caller that opened it: a request of another caller in it is refused.
-//! - Lists are gathered from every server the caller may use, all pages, in one answer; a server
-//!   that fails is left out (and logged) rather than failing the whole list.
+//!   belongs to the caller that opened it: `routes/mcp_gateway.rs` refuses another caller's
+//!   requests in it before they reach rmcp, and the handler checks again.
+//! - Lists are gathered from every server the caller may use, all pages (up to [`MAX_PAGES`] a
+//!   server), in one answer; a server that fails is left out (and logged) rather than failing
+//!   the whole list.
 //! - Scopes apply as on `/api/mcp/*`: servers and tools outside them are neither listed nor
 //!   callable. Tool calls are audited and counted like `/api/mcp/tool`'s.
 //! - Progress of a tool call reaches the client under the client's own progress token; a client
-//!   that cancels its request (`notifications/cancelled`, or closing the exchange) cancels the
-//!   call upstream.
+//!   that cancels its request (`notifications/cancelled`; for a stateless request, closing the
+//!   exchange) cancels the call upstream. A call reporting progress, like a `subscriptions/listen`,
+//!   holds one of the caller's stream places (`limits.concurrent_streams`) while it runs, as
+//!   `/api/mcp/tool/stream` does.
 //! - Changed lists announced by a server reach the gateway's clients that may use it: on a
 //!   session's event stream (2025-11-25 and before), or to `subscriptions/listen` (2026-07-28).
 
@@ -43,6 +47,7 @@ use tracing::Instrument;
 use super::handler::{ListChanged, ListKind};
 use crate::auth::Caller;
 use crate::identity::Identity;
+use crate::limits::{Budget, StreamPermit};
 use crate::observability::{RequestFacts, ToolAudit};
 use crate::state::AppState;
 
@@ -121,6 +126,15 @@ impl Gateway {
             })
     }
 
+    /// One of the caller's stream places, held while a call reports progress or a subscription
+    /// is open; `None` for a request the authentication layer did not see (it has no limits).
+    fn stream_permit(&self, extensions: &Extensions) -> Result<Option<StreamPermit>, ApiError> {
+        let Some(budget) = request_parts(extensions).and_then(|p| Budget::of(&p.extensions)) else {
+            return Ok(None);
+        };
+        self.state.limiter().stream(&budget).map(Some)
+    }
+
     /// Counts a failed operation against its server, as `/api/mcp/*` does.
     fn counted(&self, server: &str, error: &ApiError) {
         self.state
@@ -130,8 +144,14 @@ impl Gateway {
     }
 
     /// Every page of one list of every server `caller` may use, each item renamed for the
-    /// gateway; servers that fail are left out.
-    async fn gather<T, F, Fut>(&self, caller: &Caller, what: &'static str, page: F) -> Vec<T>
+    /// gateway; servers that fail are left out. Stops when the client cancels the request.
+    async fn gather<T, F, Fut>(
+        &self,
+        context: &RequestContext<RoleServer>,
+        caller: &Caller,
+        what: &'static str,
+        page: F,
+    ) -> Result<Vec<T>, ErrorData>
     where
         F: Fn(String, Option<String>) -> Fut,
         Fut: Future<Output = Result<(Vec<T>, Option<String>), ApiError>>,
@@ -162,7 +182,8 @@ impl Gateway {
                 items
             }
         });
-        join_all(lists).await.into_iter().flatten().collect()
+        let lists = unless_cancelled(context, join_all(lists)).await?;
+        Ok(lists.into_iter().flatten().collect())
     }
 
     /// Calls a tool, passing its progress on under the client's token while it runs.
@@ -227,6 +248,20 @@ impl Drop for Gateway {
 /// extensions.
 fn request_parts(extensions: &Extensions) -> Option<&Parts> {
     extensions.get::<Parts>()
+}
+
+/// `work`, unless the client cancels the request first (then the work is dropped).
+async fn unless_cancelled<T>(
+    context: &RequestContext<RoleServer>,
+    work: impl Future<Output = T>,
+) -> Result<T, ErrorData> {
+    tokio::select! {
+        done = work => Ok(done),
+        () = context.ct.cancelled() => Err(rpc_error(&ApiError::new(
+            ErrorCode::Aborted,
+            "the client cancelled the request",
+        ))),
+    }
 }
 
 /// Sends each change of a list `caller` may see through `send`, until `send` fails (the client
@@ -371,18 +406,23 @@ impl ServerHandler for Gateway {
         let pool = self.state.mcp();
         let caller_ref = &caller;
         let tools = self
-            .gather(&caller, "tools/list", |server, cursor| async move {
-                let mut page = pool
-                    .list_tools(&caller_ref.identity, &server, cursor)
-                    .await?;
-                caller_ref.scopes().filter_tools(&server, &mut page);
-                let tools = page.tools.into_iter().map(|mut tool| {
-                    tool.name = namespace::qualify(&server, &tool.name).into();
-                    tool
-                });
-                Ok((tools.collect(), page.next_cursor))
-            })
-            .await;
+            .gather(
+                &context,
+                &caller,
+                "tools/list",
+                |server, cursor| async move {
+                    let mut page = pool
+                        .list_tools(&caller_ref.identity, &server, cursor)
+                        .await?;
+                    caller_ref.scopes().filter_tools(&server, &mut page);
+                    let tools = page.tools.into_iter().map(|mut tool| {
+                        tool.name = namespace::qualify(&server, &tool.name).into();
+                        tool
+                    });
+                    Ok((tools.collect(), page.next_cursor))
+                },
+            )
+            .await?;
         Ok(ListToolsResult::with_all_items(tools))
     }
 
@@ -410,10 +450,20 @@ impl ServerHandler for Gateway {
         };
         let progress = context.meta.get_progress_token();
         let audit = ToolAudit::new(facts, &call, progress.is_some());
-        if let Err(error) = caller.scopes().check_tool(server, tool) {
-            audit.finish(Err(&error));
-            return Err(rpc_error(&error));
-        }
+        let permit = caller.scopes().check_tool(server, tool).and_then(|()| {
+            if progress.is_some() {
+                self.stream_permit(&context.extensions)
+            } else {
+                Ok(None)
+            }
+        });
+        let _permit = match permit {
+            Ok(permit) => permit,
+            Err(error) => {
+                audit.finish(Err(&error));
+                return Err(rpc_error(&error));
+            }
+        };
         let span = tracing::info_span!("mcp", server, method = "tools/call", gateway = true);
         let progress = progress.map(|token| (token, context.peer.clone()));
         let result = tokio::select! {
@@ -440,15 +490,20 @@ impl ServerHandler for Gateway {
         let pool = self.state.mcp();
         let identity = &caller.identity;
         let prompts = self
-            .gather(&caller, "prompts/list", |server, cursor| async move {
-                let page = pool.list_prompts(identity, &server, cursor).await?;
-                let prompts = page.prompts.into_iter().map(|mut prompt| {
-                    prompt.name = namespace::qualify(&server, &prompt.name);
-                    prompt
-                });
-                Ok((prompts.collect(), page.next_cursor))
-            })
-            .await;
+            .gather(
+                &context,
+                &caller,
+                "prompts/list",
+                |server, cursor| async move {
+                    let page = pool.list_prompts(identity, &server, cursor).await?;
+                    let prompts = page.prompts.into_iter().map(|mut prompt| {
+                        prompt.name = namespace::qualify(&server, &prompt.name);
+                        prompt
+                    });
+                    Ok((prompts.collect(), page.next_cursor))
+                },
+            )
+            .await?;
         Ok(ListPromptsResult::with_all_items(prompts))
     }
 
@@ -461,7 +516,8 @@ impl ServerHandler for Gateway {
         let (server, prompt) = split_name(&request.name, "prompt")?;
         let server = self.server(&caller, server)?;
         let span = tracing::info_span!("mcp", server, method = "prompts/get", gateway = true);
-        self.state
+        let getting = self
+            .state
             .mcp()
             .get_prompt(
                 &caller.identity,
@@ -469,8 +525,9 @@ impl ServerHandler for Gateway {
                 prompt.to_owned(),
                 request.arguments,
             )
-            .instrument(span)
-            .await
+            .instrument(span);
+        unless_cancelled(&context, getting)
+            .await?
             .map(Into::into)
             .map_err(|error| {
                 self.counted(server, &error);
@@ -487,15 +544,20 @@ impl ServerHandler for Gateway {
         let pool = self.state.mcp();
         let identity = &caller.identity;
         let resources = self
-            .gather(&caller, "resources/list", |server, cursor| async move {
-                let page = pool.list_resources(identity, &server, cursor).await?;
-                let resources = page.resources.into_iter().map(|mut resource| {
-                    resource.uri = namespace::qualify_uri(&server, &resource.uri);
-                    resource
-                });
-                Ok((resources.collect(), page.next_cursor))
-            })
-            .await;
+            .gather(
+                &context,
+                &caller,
+                "resources/list",
+                |server, cursor| async move {
+                    let page = pool.list_resources(identity, &server, cursor).await?;
+                    let resources = page.resources.into_iter().map(|mut resource| {
+                        resource.uri = namespace::qualify_uri(&server, &resource.uri);
+                        resource
+                    });
+                    Ok((resources.collect(), page.next_cursor))
+                },
+            )
+            .await?;
         Ok(ListResourcesResult::with_all_items(resources))
     }
 
@@ -509,6 +571,7 @@ impl ServerHandler for Gateway {
         let identity = &caller.identity;
         let templates = self
             .gather(
+                &context,
                 &caller,
                 "resources/templates/list",
                 |server, cursor| async move {
@@ -523,7 +586,7 @@ impl ServerHandler for Gateway {
                     Ok((templates.collect(), page.next_cursor))
                 },
             )
-            .await;
+            .await?;
         Ok(ListResourceTemplatesResult::with_all_items(templates))
     }
 
@@ -544,12 +607,13 @@ impl ServerHandler for Gateway {
         })?;
         let server = self.server(&caller, server)?;
         let span = tracing::info_span!("mcp", server, method = "resources/read", gateway = true);
-        let mut result = self
+        let reading = self
             .state
             .mcp()
             .read_resource(&caller.identity, server, uri.to_owned())
-            .instrument(span)
-            .await
+            .instrument(span);
+        let mut result = unless_cancelled(&context, reading)
+            .await?
             .map_err(|error| {
                 self.counted(server, &error);
                 rpc_error(&error)
@@ -576,7 +640,11 @@ impl ServerHandler for Gateway {
     }
 
     async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
-        let caller = self.caller(&context.request_context().extensions)?;
+        let extensions = &context.request_context().extensions;
+        let caller = self.caller(extensions)?;
+        let _permit = self
+            .stream_permit(extensions)
+            .map_err(|error| rpc_error(&error))?;
         let changes = self.state.mcp().list_changes();
         let sink = context.sink().clone();
         let forwarding = forward_changes(changes, caller, move |notification| {

@@ -114,15 +114,25 @@ pub(super) async fn read_message(
         .map_err(IntoResponse::into_response)?;
     match parse_message(&body) {
         Ok(message) => Ok((request, Some(message))),
-        Err((code, message)) => Err(json_rpc_error(StatusCode::BAD_REQUEST, code, message)),
+        Err((code, message)) => Err(json_rpc_error(
+            StatusCode::BAD_REQUEST,
+            serde_json::Value::Null,
+            code,
+            message,
+        )),
     }
 }
 
-/// An HTTP answer carrying a JSON-RPC error that answers no request in particular.
-pub(super) fn json_rpc_error(status: StatusCode, code: i32, message: &str) -> Response {
+/// An HTTP answer carrying a JSON-RPC error, for the request `id` (`null`: none in particular).
+pub(super) fn json_rpc_error(
+    status: StatusCode,
+    id: serde_json::Value,
+    code: i32,
+    message: &str,
+) -> Response {
     let error = serde_json::json!({
         "jsonrpc": "2.0",
-        "id": null,
+        "id": id,
         "error": {"code": code, "message": message},
     });
     (status, axum::Json(error)).into_response()
