@@ -193,6 +193,20 @@ async fn call(session: &Session, name: &str, args: Value) -> Result<String, Serv
     Ok(text)
 }
 
+/// Sends a tool call and returns its handle (its progress token, a way to cancel, the answer).
+async fn start_call(
+    session: &Session,
+    params: CallToolRequestParams,
+) -> rmcp::service::RequestHandle<RoleClient> {
+    session
+        .send_cancellable_request(
+            ClientRequest::CallToolRequest(CallToolRequest::new(params)),
+            PeerRequestOptions::no_options(),
+        )
+        .await
+        .unwrap()
+}
+
 /// The JSON-RPC error of a failed request.
 fn rpc_error(error: ServiceError) -> rmcp::model::ErrorData {
     match error {
@@ -453,13 +467,7 @@ async fn progress_reaches_the_client_under_its_own_token() {
         let params = CallToolRequestParams::new("local__slow")
             .with_arguments(arguments(json!({"steps": 3, "delay_ms": 20})));
         // rmcp's client puts a progress token of its own choosing into every request.
-        let handle = session
-            .send_cancellable_request(
-                ClientRequest::CallToolRequest(CallToolRequest::new(params)),
-                PeerRequestOptions::no_options(),
-            )
-            .await
-            .unwrap();
+        let handle = start_call(&session, params).await;
         let token = handle.progress_token.clone();
         let result = match handle.await_response().await.unwrap() {
             ServerResult::CallToolResult(result) => result,
@@ -496,13 +504,7 @@ async fn a_cancelled_call_is_cancelled_upstream() {
     let before = stat(&session, "cancelled").await;
     let params = CallToolRequestParams::new("local__slow")
         .with_arguments(arguments(json!({"steps": 100, "delay_ms": 100})));
-    let handle = session
-        .send_cancellable_request(
-            ClientRequest::CallToolRequest(CallToolRequest::new(params)),
-            PeerRequestOptions::no_options(),
-        )
-        .await
-        .unwrap();
+    let handle = start_call(&session, params).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     handle.cancel(Some("changed my mind".into())).await.unwrap();
     let mut cancelled = before;
@@ -977,13 +979,8 @@ async fn progress_and_subscriptions_hold_the_callers_stream_places() {
     let (session, _) = connect(&h, &streamer, ProtocolVersion::V_2025_11_25).await;
     let params = CallToolRequestParams::new("local__slow")
         .with_arguments(arguments(json!({"steps": 1, "delay_ms": 10})));
-    let refused = session
-        .send_cancellable_request(
-            ClientRequest::CallToolRequest(CallToolRequest::new(params.clone())),
-            PeerRequestOptions::no_options(),
-        )
+    let refused = start_call(&session, params.clone())
         .await
-        .unwrap()
         .await_response()
         .await
         .unwrap_err();
@@ -999,13 +996,8 @@ async fn progress_and_subscriptions_hold_the_callers_stream_places() {
     stateless.cancel().await.unwrap();
     let mut answered = None;
     for _ in 0..50 {
-        let attempt = session
-            .send_cancellable_request(
-                ClientRequest::CallToolRequest(CallToolRequest::new(params.clone())),
-                PeerRequestOptions::no_options(),
-            )
+        let attempt = start_call(&session, params.clone())
             .await
-            .unwrap()
             .await_response()
             .await;
         if attempt.is_ok() {

@@ -241,6 +241,14 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// The caller the authentication layer recorded in a request's extensions, if it did.
+    pub fn of(extensions: &axum::http::Extensions) -> Option<Self> {
+        Some(Caller {
+            identity: extensions.get::<Identity>()?.clone(),
+            grants: Arc::clone(extensions.get::<Arc<Grants>>()?),
+        })
+    }
+
     /// The caller's scopes.
     pub fn scopes(&self) -> &Scopes {
         &self.grants.scopes
@@ -251,17 +259,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let identity = parts.extensions.get::<Identity>();
-        let grants = parts.extensions.get::<Arc<Grants>>();
-        match (identity, grants) {
-            (Some(identity), Some(grants)) => Ok(Caller {
-                identity: identity.clone(),
-                grants: Arc::clone(grants),
-            }),
-            // Only a route outside the authentication layer gets here: refuse, never guess.
-            _ => Err(AppError(ApiError::internal(
+        // Only a route outside the authentication layer gets `None`: refuse, never guess.
+        Caller::of(&parts.extensions).ok_or_else(|| {
+            AppError(ApiError::internal(
                 "the request did not pass the authentication layer",
-            ))),
-        }
+            ))
+        })
     }
 }

@@ -19,7 +19,7 @@
 //! - Changed lists announced by a server reach the gateway's clients that may use it: on a
 //!   session's event stream (2025-11-25 and before), or to `subscriptions/listen` (2026-07-28).
 
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -46,7 +46,6 @@ use tracing::Instrument;
 
 use super::handler::{ListChanged, ListKind};
 use crate::auth::Caller;
-use crate::identity::Identity;
 use crate::limits::{Budget, StreamPermit};
 use crate::observability::{RequestFacts, ToolAudit};
 use crate::state::AppState;
@@ -77,14 +76,7 @@ impl Gateway {
     /// The caller of the HTTP request behind `extensions`; refused when the session belongs to
     /// someone else.
     fn caller(&self, extensions: &Extensions) -> Result<Caller, ErrorData> {
-        let caller = request_parts(extensions).and_then(|parts| {
-            let identity = parts.extensions.get::<Identity>()?;
-            let grants = parts.extensions.get::<Arc<crate::identity::Grants>>()?;
-            Some(Caller {
-                identity: identity.clone(),
-                grants: Arc::clone(grants),
-            })
-        });
+        let caller = request_parts(extensions).and_then(|parts| Caller::of(&parts.extensions));
         // Only a route outside the authentication layer lacks them: refuse, never guess.
         let caller = caller.ok_or_else(|| {
             ErrorData::internal_error("the request carries no authenticated caller", None)
