@@ -8,6 +8,10 @@ use crate::run::{self, command, output, root};
 
 /// Where Debian puts Chromium and its driver.
 pub const CHROMIUM: &str = "/usr/bin/chromium";
+/// Debian's Redis server.
+pub const REDIS_SERVER: &str = "/usr/bin/redis-server";
+/// Debian's nginx.
+pub const NGINX: &str = "/usr/sbin/nginx";
 /// Debian's ChromeDriver.
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
@@ -15,7 +19,8 @@ pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 pub fn ensure_all() -> Result<()> {
     ensure_rust_parts()?;
     ensure_sdk_tools()?;
-    ensure_chromium()
+    ensure_chromium()?;
+    ensure_cluster_servers()
 }
 
 /// Rust components and the wasm target.
@@ -188,6 +193,15 @@ pub fn ensure_chromium() -> Result<()> {
         return Ok(());
     }
     apt_install(&["chromium", "chromium-driver"])
+}
+
+/// Redis and nginx from Debian, for the tests that run several proxy instances. Installing
+/// them starts no service here: the tests start their own on loopback ports.
+pub fn ensure_cluster_servers() -> Result<()> {
+    if Path::new(REDIS_SERVER).exists() && Path::new(NGINX).exists() {
+        return Ok(());
+    }
+    apt_install(&["redis-server", "nginx"])
 }
 
 fn apt_install(packages: &[&str]) -> Result<()> {
