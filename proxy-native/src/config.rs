@@ -146,8 +146,62 @@ pub struct McpGatewayConfig {
     pub max_sessions: usize,
     /// Of those, the most one caller may hold.
     pub max_sessions_per_user: usize,
-    /// A session without requests from its client for this long is closed, in milliseconds.
+    /// A session without requests from its client for this long is closed, in milliseconds;
+    /// the client's next request in it restores it.
     pub session_idle_timeout_ms: u64,
+    /// How long a session id stays valid after its `initialize`, in milliseconds; then its
+    /// client must initialize again.
+    pub session_max_age_ms: u64,
+    /// The environment variable holding the key that seals session ids (32 bytes, base64 or
+    /// hex). Every instance that should resume the others' sessions needs the same key.
+    pub session_key_env: Option<String>,
+    /// A file holding that key, instead of `session_key_env`.
+    pub session_key_file: Option<PathBuf>,
+    /// The key itself, read from `session_key_env` or `session_key_file` when the file is
+    /// loaded; without one, a random key is made at start-up.
+    #[serde(skip)]
+    pub session_key: Option<SessionKey>,
+}
+
+/// A 256-bit key; its `Debug` shows nothing of it.
+#[derive(Clone)]
+pub struct SessionKey(pub [u8; 32]);
+
+impl std::fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionKey(..)")
+    }
+}
+
+impl SessionKey {
+    /// Reads a key written as base64 (standard or URL-safe, padded or not) or as hex.
+    pub fn parse(text: &str) -> Result<SessionKey, String> {
+        use base64::Engine as _;
+        use base64::alphabet::{STANDARD, URL_SAFE};
+        use base64::engine::DecodePaddingMode;
+        use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+        let lenient =
+            GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+        let text = text.trim();
+        let bytes = if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            (0..32)
+                .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16))
+                .collect::<Result<Vec<u8>, _>>()
+                .ok()
+        } else {
+            GeneralPurpose::new(&STANDARD, lenient)
+                .decode(text)
+                .or_else(|_| GeneralPurpose::new(&URL_SAFE, lenient).decode(text))
+                .ok()
+        };
+        match bytes.map(<[u8; 32]>::try_from) {
+            Some(Ok(key)) => Ok(SessionKey(key)),
+            _ => Err(
+                "must be 32 random bytes written as base64 or hex (`openssl rand -base64 32`)"
+                    .into(),
+            ),
+        }
+    }
 }
 
 impl Default for McpGatewayConfig {
@@ -157,6 +211,10 @@ impl Default for McpGatewayConfig {
             max_sessions: 1_000,
             max_sessions_per_user: 16,
             session_idle_timeout_ms: 300_000,
+            session_max_age_ms: 86_400_000,
+            session_key_env: None,
+            session_key_file: None,
+            session_key: None,
         }
     }
 }
@@ -165,6 +223,11 @@ impl McpGatewayConfig {
     /// [`Self::session_idle_timeout_ms`] as a duration.
     pub fn session_idle_timeout(&self) -> Duration {
         Duration::from_millis(self.session_idle_timeout_ms)
+    }
+
+    /// [`Self::session_max_age_ms`] as a duration.
+    pub fn session_max_age(&self) -> Duration {
+        Duration::from_millis(self.session_max_age_ms)
     }
 }
 
@@ -363,6 +426,7 @@ impl Config {
             provider.api_key = read_api_key(provider, origin, i)?;
         }
         mcp::check_and_resolve(&mut config.mcp_servers, origin)?;
+        config.mcp_gateway.session_key = read_session_key(&config.mcp_gateway, origin)?;
         Ok(config)
     }
 
@@ -412,6 +476,7 @@ impl Config {
             ("max_sessions", g.max_sessions as u64),
             ("max_sessions_per_user", g.max_sessions_per_user as u64),
             ("session_idle_timeout_ms", g.session_idle_timeout_ms),
+            ("session_max_age_ms", g.session_max_age_ms),
         ] {
             if value == 0 {
                 return Err(ConfigError::invalid(
@@ -656,6 +721,43 @@ fn read_api_key(
         return Ok(Some(SecretString::from(value.to_owned())));
     }
     Ok(None)
+}
+
+fn read_session_key(g: &McpGatewayConfig, origin: &str) -> Result<Option<SessionKey>, ConfigError> {
+    let (key, text) = match (&g.session_key_env, &g.session_key_file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::invalid(
+                origin,
+                "mcp_gateway.session_key_file",
+                "set either session_key_env or session_key_file, not both",
+            ));
+        }
+        (Some(var), None) => (
+            "mcp_gateway.session_key_env",
+            // The value is never put into a message, only the variable's name.
+            std::env::var(var).map_err(|_| {
+                ConfigError::invalid(
+                    origin,
+                    "mcp_gateway.session_key_env",
+                    format!("environment variable {var} is not set (or not valid UTF-8)"),
+                )
+            })?,
+        ),
+        (None, Some(path)) => (
+            "mcp_gateway.session_key_file",
+            std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::invalid(
+                    origin,
+                    "mcp_gateway.session_key_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?,
+        ),
+        (None, None) => return Ok(None),
+    };
+    SessionKey::parse(&text)
+        .map(Some)
+        .map_err(|problem| ConfigError::invalid(origin, key, problem))
 }
 
 #[cfg(test)]

@@ -577,6 +577,10 @@ async fn the_example_configurations_start() {
             &[
                 ("OPENAI_API_KEY", "sk-example-config-test"),
                 ("SWITCHYARD_DOCS_MCP_AUTH", "Bearer example"),
+                (
+                    "SWITCHYARD_SESSION_KEY",
+                    "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=",
+                ),
             ],
         );
         let health = reqwest::get(format!("{base}/healthz")).await.unwrap();

@@ -40,7 +40,17 @@ struct Harness {
     proxy: LoopbackProxy,
     alice: String,
     bob: String,
+    /// The proxy's configuration, for starting another instance of it.
+    config: Config,
     _remote: HttpTestServer,
+}
+
+impl Harness {
+    /// Another instance of the proxy with the same configuration (the same keys, servers and
+    /// session key), as a second instance behind a load balancer would be.
+    async fn another_instance(&self) -> LoopbackProxy {
+        LoopbackProxy::start(self.config.clone(), REQUEST_TIMEOUT).await
+    }
 }
 
 async fn start() -> Harness {
@@ -86,9 +96,10 @@ async fn start_with(extra: &str) -> Harness {
     );
     let config = Config::from_toml_str(&toml, "gateway test").unwrap();
     Harness {
-        proxy: LoopbackProxy::start(config, REQUEST_TIMEOUT).await,
+        proxy: LoopbackProxy::start(config.clone(), REQUEST_TIMEOUT).await,
         alice,
         bob,
+        config,
         _remote: remote,
     }
 }
@@ -925,33 +936,214 @@ async fn one_caller_cannot_take_every_session_place() {
     first.cancel().await.unwrap();
 }
 
-#[tokio::test]
-async fn a_session_its_client_left_is_closed() {
-    let h = start_with("[mcp_gateway]\nsession_idle_timeout_ms = 300\n").await;
-    let response = raw_initialize(&h, Some(&h.alice)).send().await.unwrap();
+/// A JSON-RPC request in the session `session` to the instance at `base`, as `key`; the
+/// status and the JSON-RPC message answering it.
+async fn in_session(
+    h: &Harness,
+    base: &LoopbackProxy,
+    key: &str,
+    session: &str,
+    body: Value,
+) -> (u16, Value) {
+    let response = h
+        .proxy
+        .client
+        .post(base.url("/mcp"))
+        .bearer_auth(key)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", session)
+        .header("mcp-protocol-version", "2025-11-25")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    // A JSON body, or the last `data:` line of an event stream.
+    let message = serde_json::from_str(&text).unwrap_or_else(|_| {
+        text.lines()
+            .rev()
+            .filter_map(|line| line.strip_prefix("data:"))
+            .find_map(|data| serde_json::from_str::<Value>(data.trim()).ok())
+            .unwrap_or(Value::Null)
+    });
+    (status, message)
+}
+
+/// Opens a session with a raw `initialize` and `notifications/initialized` on `base`; its id.
+async fn open_session(h: &Harness, base: &LoopbackProxy, key: &str) -> String {
+    let response = h
+        .proxy
+        .client
+        .post(base.url("/mcp"))
+        .bearer_auth(key)
+        .header("accept", "application/json, text/event-stream")
+        .json(
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "1"}}}),
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
-    let session_id = response.headers()["mcp-session-id"]
+    let session = response.headers()["mcp-session-id"]
         .to_str()
         .unwrap()
         .to_owned();
     drop(response.text().await);
+    let (status, _) = in_session(
+        h,
+        base,
+        key,
+        &session,
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    )
+    .await;
+    assert_eq!(status, 202);
+    session
+}
+
+fn echo_call(id: u64, message: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+           "params": {"name": "local__echo", "arguments": {"message": message}}})
+}
+
+fn text_of(message: &Value) -> &str {
+    message["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+}
+
+/// A config line naming a file that holds a fresh session key.
+fn session_key_config(dir: &tempfile::TempDir) -> String {
+    let path = dir.path().join("session.key");
+    let key: String = (0..32).map(|i| format!("{:02x}", i * 7 + 3)).collect();
+    std::fs::write(&path, key).unwrap();
+    format!("session_key_file = {:?}", path.display().to_string())
+}
+
+#[tokio::test]
+async fn a_session_its_client_left_frees_its_place_and_comes_back() {
+    let h = start_with("[mcp_gateway]\nsession_idle_timeout_ms = 300\nmax_sessions_per_user = 1\n")
+        .await;
+    let left = open_session(&h, &h.proxy, &h.alice).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
-    // The next opening sweeps; the left session is gone for good.
+    // The next opening sweeps: the left session's place is free again...
     let (session, _) = connect(&h, &h.alice, ProtocolVersion::V_2025_11_25).await;
-    let stale = h
+    // ...so the left one, back, needs a place like an opening and finds none...
+    let (status, refused) = in_session(&h, &h.proxy, &h.alice, &left, echo_call(2, "x")).await;
+    assert_eq!(status, 503, "{refused}");
+    assert_eq!(
+        refused["id"], 2,
+        "the refusal answers the request: {refused}"
+    );
+    // ...until the other one ends; then it resumes where it was, without a new `initialize`.
+    session.cancel().await.unwrap();
+    let mut resumed = (0, Value::Null);
+    for attempt in 0..50 {
+        resumed = in_session(
+            &h,
+            &h.proxy,
+            &h.alice,
+            &left,
+            echo_call(3 + attempt, "back"),
+        )
+        .await;
+        if resumed.0 != 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(resumed.0, 200, "{}", resumed.1);
+    assert_eq!(text_of(&resumed.1), "Echo: back", "{}", resumed.1);
+}
+
+#[tokio::test]
+async fn any_instance_with_the_key_resumes_a_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start_with(&format!("[mcp_gateway]\n{}\n", session_key_config(&dir))).await;
+    let other = h.another_instance().await;
+    let session = open_session(&h, &h.proxy, &h.alice).await;
+    // The id is sealed: it names neither the caller nor the instance's own id.
+    assert!(
+        session.starts_with("sy1.") && !session.contains("alice"),
+        "{session}"
+    );
+    for (id, instance) in [(2, &other), (3, &h.proxy), (4, &other)] {
+        let (status, answer) =
+            in_session(&h, instance, &h.alice, &session, echo_call(id, "hop")).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["id"], id, "{answer}");
+        assert_eq!(text_of(&answer), "Echo: hop", "{answer}");
+    }
+    let (status, listed) = in_session(
+        &h,
+        &other,
+        &h.alice,
+        &session,
+        json!({"jsonrpc": "2.0", "id": 5, "method": "tools/list"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{listed}");
+    assert!(
+        listed["result"]["tools"]
+            .as_array()
+            .is_some_and(|tools| tools.iter().any(|t| t["name"] == "remote__echo")),
+        "{listed}"
+    );
+    // Another caller holding the id, a forged id and an id changed by one character: unknown.
+    let mut changed = session.clone().into_bytes();
+    let middle = changed.len() / 2;
+    changed[middle] = if changed[middle] == b'A' { b'B' } else { b'A' };
+    let changed = String::from_utf8(changed).unwrap();
+    for (key, id) in [
+        (&h.bob, session.as_str()),
+        (
+            &h.alice,
+            "sy1.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        ),
+        (&h.alice, changed.as_str()),
+    ] {
+        let (status, _) = in_session(&h, &other, key, id, echo_call(6, "no")).await;
+        assert_eq!(status, 404, "{id}");
+    }
+    // Ended by its client, it is not resumed.
+    let ended = h
         .proxy
         .client
-        .post(h.proxy.url("/mcp"))
+        .delete(other.url("/mcp"))
         .bearer_auth(&h.alice)
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-session-id", &session_id)
+        .header("mcp-session-id", &session)
         .header("mcp-protocol-version", "2025-11-25")
-        .json(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
         .send()
         .await
         .unwrap();
-    assert_eq!(stale.status(), 404);
-    session.cancel().await.unwrap();
+    assert!(ended.status().is_success(), "{}", ended.status());
+    let (status, _) = in_session(&h, &other, &h.alice, &session, echo_call(7, "gone")).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn without_a_shared_key_sessions_stay_on_their_instance() {
+    let h = start().await;
+    let other = h.another_instance().await;
+    let session = open_session(&h, &h.proxy, &h.alice).await;
+    let (status, _) = in_session(&h, &other, &h.alice, &session, echo_call(2, "x")).await;
+    assert_eq!(status, 404);
+    let (status, answer) = in_session(&h, &h.proxy, &h.alice, &session, echo_call(3, "x")).await;
+    assert_eq!((status, text_of(&answer)), (200, "Echo: x"), "{answer}");
+}
+
+#[tokio::test]
+async fn a_session_id_expires() {
+    let h = start_with("[mcp_gateway]\nsession_max_age_ms = 1000\n").await;
+    let session = open_session(&h, &h.proxy, &h.alice).await;
+    let (status, _) = in_session(&h, &h.proxy, &h.alice, &session, echo_call(2, "x")).await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (status, _) = in_session(&h, &h.proxy, &h.alice, &session, echo_call(3, "x")).await;
+    assert_eq!(status, 404, "clients initialize again on 404");
 }
 
 #[tokio::test]

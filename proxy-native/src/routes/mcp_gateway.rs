@@ -6,16 +6,20 @@
 //! CORS, the Host and Origin guards, request logs) wrap it like every other route.
 //!
 //! What rmcp's session store does not do is kept here, where every request passes ([`admit`]):
-//! - A session belongs to the caller that opened it. rmcp answers a session's `GET` (its event
-//!   stream), `DELETE` and notifications without the handler, so only here can a request of
-//!   another caller in the session be refused; it is answered 404, as an unknown session is.
-//! - At most `max_sessions` sessions are open at once, `max_sessions_per_user` of them one
+//! - Session ids are sealed ([`sealed`]): the id a client holds carries whose session it is and
+//!   the client's `initialize`, so any instance with the same `session_key` serves it, restoring
+//!   it in rmcp from that `initialize` when it does not hold it. A request whose id does not
+//!   open, has expired, was ended by a `DELETE` here, or belongs to another caller is answered
+//!   404, as an unknown session is; MCP clients then initialize again.
+//! - At most `max_sessions` sessions are held at once, `max_sessions_per_user` of them one
 //!   caller's: each holds a task and its buffers, and rmcp's store has no bound of its own. A
-//!   further `initialize` is answered 503 with `Retry-After`. Openings are serialized, so the
-//!   count cannot be overtaken between the check and the new session.
-//! - A session without requests from its client for `session_idle_timeout_ms` is closed. rmcp's
-//!   own timer counts the server's messages too, so a session whose client left would be kept
-//!   open by every changed list the gateway passes on; the sweep runs before each opening.
+//!   further `initialize`, or a request that would restore a session, is answered 503 with
+//!   `Retry-After`. Openings are serialized, so the count cannot be overtaken between the check
+//!   and the new session.
+//! - A session without requests from its client for `session_idle_timeout_ms` is closed here;
+//!   its client's next request restores it. rmcp's own timer counts the server's messages too,
+//!   so a session whose client left would be kept open by every changed list the gateway passes
+//!   on; the sweep runs before each opening.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -29,13 +33,17 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use rmcp::model::{ClientJsonRpcMessage, ClientRequest};
 use rmcp::transport::StreamableHttpService;
+use rmcp::transport::streamable_http_server::session::SessionStore;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{SessionId, SessionManager};
 
+use self::sealed::{Handshakes, Sealer};
 use super::builtin_mcp::{http_config, json_rpc_error, read_message};
 use crate::identity::Identity;
 use crate::mcp::gateway::Gateway;
 use crate::state::AppState;
+
+mod sealed;
 
 /// Where the gateway is served.
 pub const GATEWAY_PATH: &str = "/mcp";
@@ -57,12 +65,29 @@ pub(super) fn routes(state: &AppState) -> Router<AppState> {
     sessions.session_config.keep_alive = Some(config.session_idle_timeout());
     let sessions = Arc::new(sessions);
     let handler_state = state.clone();
+    let handshakes = Arc::new(Handshakes::default());
+    let sealer = match Sealer::new(config.session_key.as_ref(), config.session_max_age()) {
+        Ok(sealer) => Arc::new(sealer),
+        Err(error) => {
+            tracing::error!(%error, "no key for MCP gateway sessions; the gateway is off");
+            return Router::new();
+        }
+    };
+    if config.session_key.is_none() {
+        tracing::info!(
+            "MCP gateway sessions are sealed with a key made at start-up: no other instance can resume them; set mcp_gateway.session_key_env to share one"
+        );
+    }
+    let mut http = http_config(state.server()).with_legacy_session_mode(true);
+    http.session_store = Some(Arc::clone(&handshakes) as Arc<dyn SessionStore>);
     let service = StreamableHttpService::new(
         move || Ok(Gateway::new(handler_state.clone())),
         Arc::clone(&sessions),
-        http_config(state.server()).with_legacy_session_mode(true),
+        http,
     );
     let admission = Admission {
+        sealer,
+        handshakes,
         sessions,
         owners: Arc::default(),
         opening: Arc::default(),
@@ -85,6 +110,8 @@ struct Admission {
     max: usize,
     max_per_user: usize,
     idle: Duration,
+    sealer: Arc<Sealer>,
+    handshakes: Arc<Handshakes>,
 }
 
 /// Whose a session is, and when its client last sent a request in it.
@@ -97,6 +124,43 @@ impl Admission {
     fn owners(&self) -> MutexGuard<'_, HashMap<SessionId, Owner>> {
         // Never held across an await.
         self.owners.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether rmcp serves `session` in this process.
+    async fn holds(&self, session: &SessionId) -> bool {
+        self.sessions.sessions.read().await.contains_key(session)
+    }
+
+    /// A 503 answering request `id` when the caller's or all session places are taken.
+    fn refuse_when_full(&self, identity: &Identity, id: serde_json::Value) -> Option<Response> {
+        let (open, theirs) = {
+            let owners = self.owners();
+            let theirs = owners
+                .values()
+                .filter(|owner| owner.identity == *identity)
+                .count();
+            (owners.len(), theirs)
+        };
+        if open < self.max && theirs < self.max_per_user {
+            return None;
+        }
+        tracing::warn!(
+            open,
+            theirs,
+            max_sessions = self.max,
+            max_sessions_per_user = self.max_per_user,
+            "MCP gateway session refused: no place"
+        );
+        let message = if theirs >= self.max_per_user {
+            "this caller has as many MCP gateway sessions open as it may; close one, or try again later"
+        } else {
+            "the MCP gateway has as many sessions open as it allows; try again later"
+        };
+        let mut refusal = json_rpc_error(StatusCode::SERVICE_UNAVAILABLE, id, -32000, message);
+        refusal
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(FULL_RETRY_AFTER_SECONDS));
+        Some(refusal)
     }
 
     /// Forgets sessions rmcp has closed, and closes those idle too long.
@@ -129,93 +193,129 @@ impl Admission {
 }
 
 /// Refuses a body that is not one JSON-RPC message (400); a request in a session that is not the
-/// caller's (404); an `initialize` while the caller's or all session places are taken (503).
+/// caller's (404); an `initialize` or a restore while the caller's or all session places are
+/// taken (503). Seals the ids of new sessions and opens those of later requests.
 async fn admit(State(admission): State<Admission>, request: Request, next: Next) -> Response {
-    let (request, message) = match read_message(request).await {
+    let (mut request, message) = match read_message(request).await {
         Ok(read) => read,
         Err(refusal) => return refusal,
     };
-    // Set by the authentication layer, which every route is behind.
-    let identity = request.extensions().get::<Identity>().cloned();
-    let session = request
-        .headers()
-        .get(&MCP_SESSION_ID)
-        .and_then(|v| v.to_str().ok())
-        .map(SessionId::from);
-    if let Some(session) = session {
-        {
-            let mut owners = admission.owners();
-            if let Some(owner) = owners.get_mut(&session) {
-                if Some(&owner.identity) != identity.as_ref() {
-                    return session_not_found();
-                }
+    // Set by the authentication layer, which every route is behind; without it, refuse.
+    let Some(identity) = request.extensions().get::<Identity>().cloned() else {
+        return session_not_found();
+    };
+    let request_id = match &message {
+        Some(ClientJsonRpcMessage::Request(request)) => {
+            serde_json::to_value(&request.id).unwrap_or_default()
+        }
+        _ => serde_json::Value::Null,
+    };
+    if let Some(sealed) = request.headers().get(&MCP_SESSION_ID) {
+        let opened = sealed
+            .to_str()
+            .ok()
+            .and_then(|sealed| admission.sealer.open(sealed))
+            .filter(|opened| {
+                opened.belongs_to(&identity) && !admission.handshakes.ended(&opened.inner)
+            });
+        let Some((opened, inner)) = opened.and_then(|opened| {
+            let inner = HeaderValue::from_str(&opened.inner).ok()?;
+            Some((opened, inner))
+        }) else {
+            return session_not_found();
+        };
+        request.headers_mut().insert(MCP_SESSION_ID, inner);
+        let session = SessionId::from(opened.inner.as_str());
+        let held = admission.holds(&session).await;
+        if request.method() == Method::DELETE {
+            admission.handshakes.end(&opened.inner, opened.expires);
+            admission.owners().remove(&session);
+            if !held {
+                // Ended where it is not held: nothing to close here. rmcp's answer to a DELETE.
+                return StatusCode::ACCEPTED.into_response();
+            }
+            return next.run(request).await;
+        }
+        if held {
+            if let Some(owner) = admission.owners().get_mut(&session) {
                 owner.last_seen = Instant::now();
             }
+            return next.run(request).await;
         }
-        let closing = request.method() == Method::DELETE;
+        // Opened elsewhere, or closed here when idle: rmcp restores it from the unsealed
+        // `initialize`, which takes a place like an opening.
+        {
+            let _opening = admission.opening.lock().await;
+            admission.sweep().await;
+            if let Some(refusal) = admission.refuse_when_full(&identity, request_id) {
+                return refusal;
+            }
+            // Reserved before rmcp holds it, so concurrent openings count it.
+            admission.owners().insert(
+                Arc::clone(&session),
+                Owner {
+                    identity,
+                    last_seen: Instant::now(),
+                },
+            );
+        }
+        let _offered = admission.handshakes.offer(&opened.inner, opened.init);
         let response = next.run(request).await;
-        if closing && response.status().is_success() {
+        if !admission.holds(&session).await {
             admission.owners().remove(&session);
         }
         return response;
     }
-    let initialize = match &message {
-        Some(ClientJsonRpcMessage::Request(request))
-            if matches!(request.request, ClientRequest::InitializeRequest(_)) =>
-        {
-            Some(request.id.clone())
-        }
-        _ => None,
-    };
-    let (Some(id), Some(identity)) = (initialize, identity) else {
+    let initialize = matches!(&message, Some(ClientJsonRpcMessage::Request(request))
+        if matches!(request.request, ClientRequest::InitializeRequest(_)));
+    if !initialize {
         return next.run(request).await;
-    };
+    }
     let _opening = admission.opening.lock().await;
     admission.sweep().await;
-    let (open, theirs) = {
-        let owners = admission.owners();
-        let theirs = owners
-            .values()
-            .filter(|owner| owner.identity == identity)
-            .count();
-        (owners.len(), theirs)
-    };
-    if open >= admission.max || theirs >= admission.max_per_user {
-        tracing::warn!(
-            open,
-            theirs,
-            max_sessions = admission.max,
-            max_sessions_per_user = admission.max_per_user,
-            "MCP gateway session refused: no place"
-        );
-        let message = if theirs >= admission.max_per_user {
-            "this caller has as many MCP gateway sessions open as it may; close one, or try again later"
-        } else {
-            "the MCP gateway has as many sessions open as it allows; try again later"
-        };
-        // The answer is to this `initialize`: it names its id.
-        let id = serde_json::to_value(&id).unwrap_or_default();
-        let mut refusal = json_rpc_error(StatusCode::SERVICE_UNAVAILABLE, id, -32000, message);
-        refusal
-            .headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from(FULL_RETRY_AFTER_SECONDS));
+    if let Some(refusal) = admission.refuse_when_full(&identity, request_id) {
         return refusal;
     }
-    let response = next.run(request).await;
-    if let Some(session) = response
+    let mut response = next.run(request).await;
+    let Some(session) = response
         .headers()
         .get(&MCP_SESSION_ID)
         .and_then(|v| v.to_str().ok())
-    {
-        admission.owners().insert(
-            SessionId::from(session),
-            Owner {
-                identity,
-                last_seen: Instant::now(),
-            },
-        );
+        .map(SessionId::from)
+    else {
+        return response;
+    };
+    let sealed = admission
+        .handshakes
+        .take_opened(&session)
+        .ok_or_else(|| std::io::Error::other("the session's initialize was not stored"))
+        .and_then(|init| admission.sealer.seal(&session, &identity, init))
+        .and_then(|sealed| HeaderValue::from_str(&sealed).map_err(std::io::Error::other));
+    match sealed {
+        Ok(sealed) => {
+            response.headers_mut().insert(MCP_SESSION_ID, sealed);
+            admission.owners().insert(
+                session,
+                Owner {
+                    identity,
+                    last_seen: Instant::now(),
+                },
+            );
+            response
+        }
+        Err(error) => {
+            tracing::error!(%error, "MCP gateway session could not be sealed");
+            if let Err(error) = admission.sessions.close_session(&session).await {
+                tracing::warn!(%error, "closing an unsealed MCP gateway session failed");
+            }
+            json_rpc_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                serde_json::Value::Null,
+                -32603,
+                "the session could not be opened",
+            )
+        }
     }
-    response
 }
 
 /// What a request in a session that is not (or no longer) the caller's gets: rmcp's answer for
