@@ -178,6 +178,25 @@ mod tests {
         assert!(shown.contains("10.0.0.5:6380"), "{shown}");
     }
 
+    /// The commented-out `[cluster]` blocks of the example configurations, uncommented.
+    #[test]
+    fn the_example_blocks_parse() {
+        for example in [
+            include_str!("../../switchyard.example.toml"),
+            include_str!("../../switchyard.hardened.toml"),
+        ] {
+            let block: String = example
+                .lines()
+                .skip_while(|l| *l != "# [cluster]")
+                .take_while(|l| l.starts_with("# "))
+                .map(|l| format!("{}\n", &l[2..]))
+                .collect();
+            assert!(block.starts_with("[cluster]"), "{block}");
+            let c = Config::from_toml_str(&block, ORIGIN).unwrap();
+            assert!(c.cluster.redis_url.is_some());
+        }
+    }
+
     #[test]
     fn mistakes_name_the_key_and_never_the_password() {
         let m = error("[cluster]\nredis_url = \"rediss://:hunter2@h:1\"\n");
