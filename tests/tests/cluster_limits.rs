@@ -5,8 +5,9 @@
 //! closed: `503 unavailable`), the metrics and one log line per instance say so, and once Redis is
 //! back the limits are shared again.
 
+use std::cell::RefCell;
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -189,14 +190,27 @@ async fn wait_until_redis_is_up_on_both(c: &Cluster) {
     }
 }
 
-/// The proxies' log lines, as the thread's subscriber writes them (the tests run the proxies on
-/// their own current-thread runtime, so every task logs here).
+/// The proxies' log lines of one test. Each test runs its proxies on its own current-thread
+/// runtime, so every line they log is written on the test's thread: one global subscriber writes
+/// each line to the capture of the thread it comes from. (Per-thread subscribers would be simpler,
+/// but `tracing` caches whether a log statement is enabled across threads, and lines went missing.)
 #[derive(Clone, Default)]
 struct LogLines(Arc<Mutex<Vec<u8>>>);
 
-impl Write for LogLines {
+thread_local! {
+    static CAPTURE: RefCell<Option<LogLines>> = const { RefCell::new(None) };
+}
+
+/// Writes to the capture of the current thread, if it has one.
+struct ThreadCapture;
+
+impl Write for ThreadCapture {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
+        CAPTURE.with(|capture| {
+            if let Some(lines) = &*capture.borrow() {
+                lines.0.lock().unwrap().extend_from_slice(buf);
+            }
+        });
         Ok(buf.len())
     }
 
@@ -206,16 +220,20 @@ impl Write for LogLines {
 }
 
 impl LogLines {
-    /// Captures this thread's log lines at `info` and above until the guard is dropped.
-    fn capture() -> (Self, tracing::subscriber::DefaultGuard) {
+    /// Captures this thread's log lines at `info` and above from now on.
+    fn capture() -> Self {
+        static SUBSCRIBER: Once = Once::new();
+        SUBSCRIBER.call_once(|| {
+            tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::INFO)
+                .with_ansi(false)
+                .with_writer(|| ThreadCapture)
+                .try_init()
+                .expect("no other subscriber in this suite");
+        });
         let lines = LogLines::default();
-        let writer = lines.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::INFO)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        (lines, tracing::subscriber::set_default(subscriber))
+        CAPTURE.with(|capture| *capture.borrow_mut() = Some(lines.clone()));
+        lines
     }
 
     fn text(&self) -> String {
@@ -322,7 +340,7 @@ async fn tokens_reported_by_a_stream_count_on_the_other_instance() {
 
 #[tokio::test]
 async fn fail_open_admits_while_redis_is_down_and_shares_again_once_it_is_back() {
-    let (logs, _guard) = LogLines::capture();
+    let logs = LogLines::capture();
     let mut c = start("open").await;
     assert_eq!(chat(&c.a, &c.keys.slow).await.status(), 200);
     assert_eq!(chat(&c.b, &c.keys.slow).await.status(), 200);
@@ -378,7 +396,7 @@ async fn fail_open_admits_while_redis_is_down_and_shares_again_once_it_is_back()
 
 #[tokio::test]
 async fn fail_closed_refuses_limited_callers_with_503_until_redis_is_back() {
-    let (logs, _guard) = LogLines::capture();
+    let logs = LogLines::capture();
     let mut c = start("closed").await;
     assert_eq!(chat(&c.a, &c.keys.slow).await.status(), 200);
 
@@ -426,4 +444,38 @@ async fn fail_closed_refuses_limited_callers_with_503_until_redis_is_back() {
     )
     .await;
     assert!(!logs.text().contains(PASSWORD), "{}", logs.text());
+}
+
+#[tokio::test]
+async fn a_redis_that_does_not_answer_is_given_up_on_after_the_timeout() {
+    let mut c = start("closed").await;
+    assert_eq!(chat(&c.a, &c.keys.slow).await.status(), 200);
+    // Hung, with its connections open: only the timeout (100 ms) ends the wait, and the request
+    // is answered by the policy rather than left waiting (the client gives up after 20 s).
+    c.redis.pause();
+    for proxy in [&c.a, &c.b] {
+        let error = ErrorReply::read(chat(proxy, &c.keys.slow).await).await;
+        assert_eq!(
+            (error.status, error.error.code.as_str()),
+            (503, "unavailable"),
+            "{}",
+            error.text
+        );
+    }
+    assert_eq!(
+        metric(&c.a, "switchyard_cluster_redis_up", &[]).await,
+        Some(0.0)
+    );
+    c.redis.resume();
+    wait_until_redis_is_up_on_both(&c).await;
+    // Shared again.
+    for proxy in [&c.b, &c.a, &c.b] {
+        assert_eq!(chat(proxy, &c.keys.later).await.status(), 200);
+    }
+    assert_limited(
+        chat(&c.a, &c.keys.later).await,
+        "3 requests per minute",
+        1..=20,
+    )
+    .await;
 }

@@ -54,9 +54,30 @@ impl RedisServer {
     /// Kills the server (SIGKILL: no goodbye to its clients) and waits for it to be gone.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // A stopped process dies of SIGKILL too; nothing to resume first.
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Stops the server without closing its connections (SIGSTOP): it accepts nothing and
+    /// answers nothing until [`Self::resume`], like a hung Redis.
+    pub fn pause(&mut self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused server go on (SIGCONT).
+    pub fn resume(&mut self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&mut self, signal: &str) {
+        let pid = self.child.as_ref().expect("the server runs").id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} {pid}: {status}");
     }
 
     /// Starts the server again on the same port, empty, and waits until it answers.
