@@ -4,6 +4,7 @@
 //! failure. The `[[mcp_servers]]` entries are checked in `config/mcp.rs`.
 
 mod auth;
+mod cluster;
 mod embedded;
 mod mcp;
 
@@ -19,6 +20,7 @@ use switchyard_shared::ProviderKind;
 use crate::mock::MockScript;
 
 pub use auth::{AuthConfig, JwtConfig, KeyConfig, Limits};
+pub use cluster::{ClusterConfig, RedisUnavailable, RedisUrl};
 pub use embedded::embedded_default;
 pub use mcp::{BuiltinServer, Isolation, McpServerConfig, PASSED_THROUGH_ENV};
 
@@ -50,6 +52,9 @@ pub struct Config {
     /// Other ways to authenticate clients (`[auth.jwt]`).
     #[serde(default)]
     pub auth: AuthConfig,
+    /// Limits shared with other instances through Redis (`[cluster]`).
+    #[serde(default)]
+    pub cluster: ClusterConfig,
 }
 
 /// The `[server]` table.
@@ -432,6 +437,7 @@ impl Config {
 
     fn validate(&self, origin: &str) -> Result<(), ConfigError> {
         auth::check(&self.keys, &self.auth, origin)?;
+        cluster::check(&self.cluster, origin)?;
         check_listen(self.server.listen, self.requires_auth())
             .map_err(|problem| ConfigError::invalid(origin, "server.listen", problem))?;
         validate_origins(&self.server.cors_allowed_origins, origin)?;
@@ -605,8 +611,11 @@ fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         let key = (key != ".").then_some(key);
         let mut inner = e.into_inner();
         // Errors raised through the path tracker lose the document; give it back for the snippet,
-        // except for a key's `hash`: a key pasted there by mistake must not be repeated into logs.
-        let secret = key.as_deref().is_some_and(|k| k.ends_with(".hash"));
+        // except for a key's `hash` (a key pasted there by mistake must not be repeated into logs)
+        // and the Redis URL (it may carry a password).
+        let secret = key
+            .as_deref()
+            .is_some_and(|k| k.ends_with(".hash") || k == "cluster.redis_url");
         inner.set_input((!secret).then_some(text));
         invalid(key, inner)
     })

@@ -39,7 +39,9 @@ impl IntoResponse for AppError {
         let status =
             StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         // Messages of the shared taxonomy never carry secrets, so they may be logged.
-        if status.is_server_error() {
+        // `unavailable` is reported once, when the store goes away (`limits/cluster.rs`), rather
+        // than once per refused request.
+        if status.is_server_error() && error.code != ErrorCode::Unavailable {
             tracing::warn!(code = %error.code, reason = %error.message, "request failed");
         } else {
             tracing::debug!(code = %error.code, reason = %error.message, "request refused");

@@ -12,7 +12,7 @@ use axum::http::header::{HOST, ORIGIN};
 use axum::http::{HeaderName, HeaderValue, Method, Request, Response};
 use axum::response::IntoResponse;
 use futures::TryFutureExt;
-use futures::future::{Either, MapOk, Ready, ready};
+use futures::future::{BoxFuture, Either, MapOk, Ready, ready};
 use switchyard_shared::error::truncate;
 use switchyard_shared::faces::openai;
 use switchyard_shared::{ApiError, ErrorCode, paths};
@@ -25,7 +25,7 @@ use tracing::{Span, field};
 use crate::auth::{self, Authenticator};
 use crate::config::ServerConfig;
 use crate::error::AppError;
-use crate::limits::{self, Limiter};
+use crate::limits::{self, Budget, Limiter};
 use crate::observability::{self, Metrics};
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -86,8 +86,13 @@ pub fn apply<S: Clone + Send + Sync + 'static>(
             Arc::clone(authenticator),
             auth::authenticate,
         ))
-        // Once the caller is known: their request rate and token budget.
-        .layer(CheckLayer(Arc::clone(limiter)))
+        // Once the caller is known: their request rate and token budget, decided in process
+        // (at once), or by the Redis the instances share (`[cluster]`, awaited).
+        .layer(if limiter.is_shared() {
+            tower::util::Either::Right(SharedLimitLayer(Arc::clone(limiter)))
+        } else {
+            tower::util::Either::Left(CheckLayer(Arc::clone(limiter)))
+        })
         // Enforced by the JSON extractor, so an oversized body gets the shared 413 body.
         .layer(DefaultBodyLimit::max(server.max_body_bytes));
     router.layer(stack)
@@ -229,6 +234,64 @@ where
 impl Admission for Arc<Limiter> {
     fn admit<B>(&self, request: &Request<B>) -> Result<(), ApiError> {
         limits::check(self, request.extensions())
+    }
+}
+
+/// Admits requests against the limits the instances share in Redis (`[cluster]`): the request
+/// waits for the answer (at most `redis_timeout_ms`). A caller without a request rate or token
+/// budget goes on at once, without a clone of the inner service or a boxed future.
+#[derive(Debug, Clone)]
+struct SharedLimitLayer(Arc<Limiter>);
+
+impl<S> Layer<S> for SharedLimitLayer {
+    type Service = SharedLimit<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SharedLimit {
+            inner,
+            limiter: Arc::clone(&self.0),
+        }
+    }
+}
+
+/// The service of [`SharedLimitLayer`].
+#[derive(Debug, Clone)]
+struct SharedLimit<S> {
+    inner: S,
+    limiter: Arc<Limiter>,
+}
+
+impl<S, B> Service<Request<B>> for SharedLimit<S>
+where
+    S: Service<Request<B>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Send,
+    B: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = Either<S::Future, BoxFuture<'static, Result<Response<Body>, S::Error>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let Some(budget) =
+            Budget::of(request.extensions()).filter(|budget| self.limiter.asks_store(budget))
+        else {
+            return Either::Left(self.inner.call(request));
+        };
+        // The service that was polled ready goes with the request; the clone waits for the next.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let limiter = Arc::clone(&self.limiter);
+        Either::Right(Box::pin(async move {
+            match limiter.admit_shared(&budget).await {
+                Ok(()) => inner.call(request).await,
+                Err(refusal) => Ok(AppError(refusal).into_response()),
+            }
+        }))
     }
 }
 

@@ -5,6 +5,12 @@
 //! Requests use `governor` (GCRA). Tokens cannot: they are known only once an answer is complete,
 //! so they are recorded after the fact and may overdraw the budget, which governor's limiters do
 //! not allow. They are counted in a one-minute sliding window instead.
+//!
+//! With `[cluster] redis_url`, request rates and token budgets are kept in Redis instead, with
+//! the same arithmetic (`limits/cluster.rs`), so that they hold across instances; open streams
+//! stay counted by each instance.
+
+mod cluster;
 
 use std::collections::{HashMap, VecDeque};
 use std::num::{NonZeroU32, NonZeroU64};
@@ -19,8 +25,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use switchyard_shared::StreamEvent;
 use switchyard_shared::mcp::McpToolEvent;
 
+use crate::config::{ClusterConfig, RedisUnavailable};
 use crate::identity::{Grants, Identity, IdentitySource};
+use crate::observability::Metrics;
 use crate::stream_relay::RelayObserver;
+use cluster::{SharedLimits, Unreachable, Verdict};
 
 /// The window tokens are counted over.
 const TOKEN_WINDOW: Duration = Duration::from_secs(60);
@@ -145,10 +154,12 @@ fn is_limited(limits: &LimitSettings) -> bool {
     *limits != LimitSettings::default()
 }
 
-/// Every user's budgets.
+/// Every user's budgets: in process, or request rates and tokens in the Redis the instances
+/// share (`[cluster]`).
 #[derive(Debug, Default)]
 pub struct Limiter {
     users: Mutex<HashMap<Arc<str>, Arc<UserBudget>>>,
+    shared: Option<SharedLimits>,
 }
 
 #[derive(Debug)]
@@ -200,9 +211,55 @@ pub struct StreamPermit {
 }
 
 impl Limiter {
-    /// Admits one request within `budget`, or says when to retry.
+    /// In-process limits, or shared through Redis when `cluster` names one.
+    pub fn new(cluster: &ClusterConfig, metrics: &Metrics) -> anyhow::Result<Self> {
+        let shared = match &cluster.redis_url {
+            Some(url) => Some(SharedLimits::new(cluster, url, metrics)?),
+            None => None,
+        };
+        Ok(Limiter {
+            users: Mutex::default(),
+            shared,
+        })
+    }
+
+    /// Whether request rates and tokens are kept in Redis (`[cluster]`).
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Whether admitting a request of `budget` means asking Redis (see [`Self::admit_shared`]);
+    /// otherwise [`Self::admit`] decides at once.
+    pub fn asks_store(&self, budget: &Budget) -> bool {
+        self.shared.is_some()
+            && (budget.limits.requests_per_minute.is_some()
+                || budget.limits.tokens_per_minute.is_some())
+    }
+
+    /// Admits one request within `budget` in process, or says when to retry.
     pub fn admit(&self, budget: &Budget) -> Result<(), ApiError> {
         self.admit_request(&budget.key, &budget.limits)
+    }
+
+    /// Admits one request within `budget` against the limits the instances share; while Redis
+    /// cannot be asked, `on_redis_unavailable` decides: `open` admits within this instance's own
+    /// count ([`Self::admit`]), `closed` refuses with `503 unavailable`.
+    pub async fn admit_shared(&self, budget: &Budget) -> Result<(), ApiError> {
+        let Some(shared) = &self.shared else {
+            return self.admit(budget);
+        };
+        match shared.admit(&budget.key, &budget.limits).await {
+            Ok(Verdict::Admitted) => Ok(()),
+            Ok(Verdict::TokensOver(wait)) => Err(tokens_over(&budget.limits, wait)),
+            Ok(Verdict::RequestsOver(wait)) => Err(requests_over(&budget.limits, wait)),
+            Err(Unreachable) => {
+                shared.record_policy("requests");
+                match shared.policy() {
+                    RedisUnavailable::Open => self.admit(budget),
+                    RedisUnavailable::Closed => Err(store_unavailable()),
+                }
+            }
+        }
     }
 
     /// Takes a place for one more open stream within `budget`.
@@ -210,9 +267,35 @@ impl Limiter {
         self.open_stream(&budget.key, &budget.limits)
     }
 
-    /// Counts `tokens` an answer used against `budget`.
-    pub fn tokens(&self, budget: &Budget, tokens: u64) {
-        self.record_tokens(&budget.key, &budget.limits, tokens);
+    /// Counts `tokens` an answer used against `budget`; with `[cluster]`, on a task of its own
+    /// (a stream's observer cannot wait).
+    pub fn tokens(self: &Arc<Self>, budget: &Budget, tokens: u64) {
+        if self.shared.is_none() || budget.limits.tokens_per_minute.is_none() || tokens == 0 {
+            return self.record_tokens(&budget.key, &budget.limits, tokens);
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let limiter = Arc::clone(self);
+                let budget = budget.clone();
+                runtime.spawn(async move { limiter.charge(&budget, tokens).await });
+            }
+            Err(_) => self.record_tokens(&budget.key, &budget.limits, tokens),
+        }
+    }
+
+    /// Counts `tokens` an answer used against `budget`, and returns once they are counted, so
+    /// that the caller's next request sees them on every instance. While Redis cannot be asked,
+    /// they are counted in process (which is what `open` decides by then).
+    pub async fn charge(&self, budget: &Budget, tokens: u64) {
+        match &self.shared {
+            Some(shared) if budget.limits.tokens_per_minute.is_some() && tokens > 0 => {
+                if shared.charge(&budget.key, tokens).await.is_err() {
+                    shared.record_policy("tokens");
+                    self.record_tokens(&budget.key, &budget.limits, tokens);
+                }
+            }
+            _ => self.record_tokens(&budget.key, &budget.limits, tokens),
+        }
     }
 
     /// Admits one request of `user`, or says when to retry. Also refuses while the user's tokens
@@ -227,8 +310,8 @@ impl Limiter {
             let mut window = window.lock().unwrap_or_else(|e| e.into_inner());
             window.expire(now);
             if window.total >= limit.get() {
-                return Err(limited(
-                    format!("over the limit of {limit} LLM tokens per minute"),
+                return Err(tokens_over(
+                    settings,
                     window.wait_for_room(limit.get(), now),
                 ));
             }
@@ -237,11 +320,7 @@ impl Limiter {
             && let Err(not_until) = requests.check()
         {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
-            let limit = settings.requests_per_minute.map_or(0, NonZeroU32::get);
-            return Err(limited(
-                format!("over the limit of {limit} requests per minute"),
-                wait,
-            ));
+            return Err(requests_over(settings, wait));
         }
         Ok(())
     }
@@ -319,6 +398,34 @@ impl Limiter {
         users.insert(Arc::clone(user), Arc::clone(&budget));
         budget
     }
+}
+
+/// Over the request rate of `settings`; the next request conforms after `wait`.
+fn requests_over(settings: &LimitSettings, wait: Duration) -> ApiError {
+    let limit = settings.requests_per_minute.map_or(0, NonZeroU32::get);
+    limited(
+        format!("over the limit of {limit} requests per minute"),
+        wait,
+    )
+}
+
+/// Over the token budget of `settings`; there is room again after `wait`.
+fn tokens_over(settings: &LimitSettings, wait: Duration) -> ApiError {
+    let limit = settings.tokens_per_minute.map_or(0, NonZeroU64::get);
+    limited(
+        format!("over the limit of {limit} LLM tokens per minute"),
+        wait,
+    )
+}
+
+/// `503 unavailable` (`on_redis_unavailable = "closed"`): retry once Redis may be back.
+fn store_unavailable() -> ApiError {
+    let mut error = ApiError::new(
+        ErrorCode::Unavailable,
+        "the store that holds the shared rate limits cannot be reached; try again shortly",
+    );
+    error.retry_after = Some(cluster::PROBE_EVERY.as_secs().max(1));
+    error
 }
 
 /// `429 rate_limited`, retry after `wait` (whole seconds, at least one).

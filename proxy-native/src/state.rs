@@ -94,6 +94,10 @@ impl AppState {
         };
         let observability =
             Observability::new(&config.observability, &models, &config.mcp_servers)?;
+        let limiter = Arc::new(
+            Limiter::new(&config.cluster, observability.metrics())
+                .context("cannot set up the shared limits ([cluster])")?,
+        );
         Ok(AppState {
             inner: Arc::new(Inner {
                 routes,
@@ -105,7 +109,7 @@ impl AppState {
                 gateway: config.mcp_gateway.clone(),
                 auth: Arc::new(Authenticator::new(config)?),
                 observability,
-                limiter: Arc::new(Limiter::default()),
+                limiter,
             }),
         })
     }

@@ -41,6 +41,9 @@ pub enum ErrorCode {
     CorsBlocked,
     /// The caller aborted the request.
     Aborted,
+    /// The proxy cannot decide on the request now: a store it depends on (the Redis that holds
+    /// shared limits) cannot be reached; retry after the indicated delay.
+    Unavailable,
     /// A bug or an unexpected state on our side.
     Internal,
 }
@@ -63,6 +66,7 @@ impl ErrorCode {
             ErrorCode::NetworkError => "network_error",
             ErrorCode::CorsBlocked => "cors_blocked",
             ErrorCode::Aborted => "aborted",
+            ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }
     }
@@ -87,6 +91,7 @@ impl ErrorCode {
             ErrorCode::UpstreamTimeout => 504,
             // 499 is the de-facto "client closed request" status; nothing is ever sent with it.
             ErrorCode::Aborted => 499,
+            ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,
         }
     }
@@ -100,6 +105,7 @@ impl ErrorCode {
                 | ErrorCode::UpstreamTimeout
                 | ErrorCode::StreamInterrupted
                 | ErrorCode::NetworkError
+                | ErrorCode::Unavailable
         )
     }
 }
@@ -285,6 +291,7 @@ mod tests {
             ErrorCode::NetworkError,
             ErrorCode::CorsBlocked,
             ErrorCode::Aborted,
+            ErrorCode::Unavailable,
             ErrorCode::Internal,
         ] {
             let json = serde_json::to_string(&code).unwrap();

@@ -47,6 +47,12 @@ pub const MCP_TOOL_CALLS: &str = "switchyard_mcp_tool_calls_total";
 /// Whole MCP tool calls, by `server`.
 pub const MCP_TOOL_DURATION: &str = "switchyard_mcp_tool_call_duration_seconds";
 
+/// Whether the Redis of `[cluster]` answers (1) or not (0); absent without `[cluster]`.
+pub const CLUSTER_REDIS_UP: &str = "switchyard_cluster_redis_up";
+/// Limit checks decided by `on_redis_unavailable` because Redis could not be asked, by `check`
+/// (`requests`: an admission, `tokens`: a charge counted in process) and `policy`.
+pub const CLUSTER_POLICY_DECISIONS: &str = "switchyard_cluster_policy_decisions_total";
+
 /// The label value for anything a client named that is not configured.
 pub const UNKNOWN: &str = "unknown";
 /// The `route` of a request no route matched.
@@ -273,6 +279,19 @@ impl Metrics {
         });
     }
 
+    /// Whether the Redis of `[cluster]` answers now.
+    pub fn record_redis_up(&self, up: bool) {
+        self.with(|| gauge!(CLUSTER_REDIS_UP).set(if up { 1.0 } else { 0.0 }));
+    }
+
+    /// One limit check decided by the `policy` (`open`, `closed`) rather than by Redis; `check`
+    /// is `requests` or `tokens`.
+    pub fn record_policy_decision(&self, check: &'static str, policy: &'static str) {
+        self.with(|| {
+            counter!(CLUSTER_POLICY_DECISIONS, "check" => check, "policy" => policy).increment(1);
+        });
+    }
+
     /// Counts a stream as active until the returned guard is dropped.
     pub fn stream_started(&self, kind: StreamKind) -> ActiveStream {
         self.with(|| gauge!(ACTIVE_STREAMS, "kind" => kind.label()).increment(1.0));
@@ -472,6 +491,14 @@ fn describe() {
     describe_counter!(
         MCP_TOOL_CALLS,
         "MCP tool calls, by server, stream and outcome."
+    );
+    describe_gauge!(
+        CLUSTER_REDIS_UP,
+        "Whether the Redis that holds the shared limits answers (1) or not (0)."
+    );
+    describe_counter!(
+        CLUSTER_POLICY_DECISIONS,
+        "Limit checks decided by on_redis_unavailable while Redis could not be asked, by check and policy."
     );
     describe_histogram!(
         MCP_TOOL_DURATION,

@@ -104,7 +104,8 @@ pub(super) async fn complete(
     {
         state
             .limiter()
-            .tokens(budget, u64::from(usage.total_tokens));
+            .charge(budget, u64::from(usage.total_tokens))
+            .await;
     }
     result
 }

@@ -69,7 +69,7 @@ export class NetworkError extends SwitchyardError {}
 export class CorsError extends NetworkError {}
 /** A stream ended before its answer was complete. */
 export class StreamInterruptedError extends SwitchyardError {}
-/** The upstream failed. */
+/** The upstream failed (or the proxy could not reach the store its limits are shared in: `unavailable`). */
 export class UpstreamError extends SwitchyardError {}
 
 const classes: Partial<Record<ErrorCode, typeof SwitchyardError>> = {
@@ -87,6 +87,8 @@ const classes: Partial<Record<ErrorCode, typeof SwitchyardError>> = {
   cors_blocked: CorsError,
   stream_interrupted: StreamInterruptedError,
   upstream_error: UpstreamError,
+  // The proxy's shared-limit store is down: like an upstream failure, worth retrying later.
+  unavailable: UpstreamError,
 };
 
 interface WireError {

@@ -742,6 +742,7 @@ fn error_type(code: ErrorCode) -> &'static str {
         | ErrorCode::NetworkError
         | ErrorCode::CorsBlocked
         | ErrorCode::Aborted
+        | ErrorCode::Unavailable
         | ErrorCode::Internal => "api_error",
     }
 }
