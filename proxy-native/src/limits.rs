@@ -298,6 +298,29 @@ impl Limiter {
         }
     }
 
+    /// With `[cluster]`, records for every instance that the client of MCP gateway session `id`
+    /// ended it, for `ttl`. While Redis cannot be asked, only this instance knows (the caller
+    /// keeps its own record).
+    pub async fn end_gateway_session(&self, id: &str, ttl: Duration) {
+        if let Some(shared) = &self.shared
+            && shared.end_session(id, ttl).await.is_err()
+        {
+            shared.record_policy("sessions");
+        }
+    }
+
+    /// With `[cluster]`, whether the client of MCP gateway session `id` ended it on any
+    /// instance. While Redis cannot be asked, only this instance's own record counts.
+    pub async fn gateway_session_ended(&self, id: &str) -> bool {
+        match &self.shared {
+            Some(shared) => shared.session_ended(id).await.unwrap_or_else(|_| {
+                shared.record_policy("sessions");
+                false
+            }),
+            None => false,
+        }
+    }
+
     /// Admits one request of `user`, or says when to retry. Also refuses while the user's tokens
     /// of the last minute are over their limit.
     fn admit_request(&self, user: &Arc<str>, settings: &LimitSettings) -> Result<(), ApiError> {

@@ -1,7 +1,9 @@
 //! Several instances: two `switchyard` processes behind a real nginx (Debian's, round-robin, no
-//! sticky routing), sharing a session key, in front of the in-process mock provider and the
-//! built-in demo MCP server. MCP gateway sessions hop between instances and survive one of them
-//! being killed; plain requests succeed on the other instance after a retry.
+//! sticky routing), sharing a session key and a real `redis-server` (`[cluster]`), in front of
+//! the in-process mock provider and the built-in demo MCP server. MCP gateway sessions hop
+//! between instances and survive one of them being killed, a session ended on one instance is
+//! ended on both, a key's request rate holds across both, and plain requests under way when an
+//! instance is killed succeed on the other after a retry.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -11,6 +13,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use switchyard_proxy::auth::keys;
+use switchyard_tests::redis_server::RedisServer;
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 const NGINX: &str = "/usr/sbin/nginx";
@@ -162,12 +166,24 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The keys of the test: `alice` without limits, `metered` with a request rate.
+struct Keys {
+    alice: String,
+    metered: String,
+}
+
+/// Requests per minute of the `metered` key, across all instances.
+const METERED_RPM: usize = 6;
+
 /// The configuration both instances load.
-fn write_config(dir: &Path) -> PathBuf {
+fn write_config(dir: &Path, redis: &RedisServer) -> (PathBuf, Keys) {
+    let (alice, alice_hash) = keys::generate().unwrap();
+    let (metered, metered_hash) = keys::generate().unwrap();
     let path = dir.join("switchyard.toml");
     std::fs::write(
         &path,
-        r#"
+        format!(
+            r#"
 [[providers]]
 name = "mock"
 kind = "mock"
@@ -180,10 +196,29 @@ server = "demo"
 
 [mcp_gateway]
 session_key_env = "SWITCHYARD_SESSION_KEY"
+
+[cluster]
+redis_url = "{redis}"
+
+[[keys]]
+name = "alice"
+hash = "{alice_hash}"
+models = ["*"]
+mcp = ["*"]
+
+[[keys]]
+name = "metered"
+hash = "{metered_hash}"
+models = ["*"]
+mcp = []
+[keys.limits]
+requests_per_minute = {METERED_RPM}
 "#,
+            redis = redis.url()
+        ),
     )
     .unwrap();
-    path
+    (path, Keys { alice, metered })
 }
 
 fn client() -> reqwest::Client {
@@ -225,9 +260,16 @@ async fn answer_of(response: reqwest::Response) -> Answer {
 }
 
 /// A JSON-RPC message to the gateway through nginx, in `session` if given.
-async fn mcp(client: &reqwest::Client, base: &str, session: Option<&str>, body: Value) -> Answer {
+async fn mcp(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    session: Option<&str>,
+    body: Value,
+) -> Answer {
     let mut request = client
         .post(format!("{base}/mcp"))
+        .bearer_auth(key)
         .header("accept", "application/json, text/event-stream")
         .json(&body);
     if let Some(session) = session {
@@ -239,9 +281,10 @@ async fn mcp(client: &reqwest::Client, base: &str, session: Option<&str>, body: 
 }
 
 /// Opens a gateway session through nginx; its id.
-async fn open_session(client: &reqwest::Client, base: &str) -> String {
+async fn open_session(client: &reqwest::Client, base: &str, key: &str) -> String {
     let response = client
         .post(format!("{base}/mcp"))
+        .bearer_auth(key)
         .header("accept", "application/json, text/event-stream")
         .json(
             &json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
@@ -260,6 +303,7 @@ async fn open_session(client: &reqwest::Client, base: &str) -> String {
     let initialized = mcp(
         client,
         base,
+        key,
         Some(&session),
         json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
     )
@@ -282,13 +326,19 @@ fn result_text(answer: &Answer) -> String {
 
 /// A chat through nginx, sent again once if the instance that took it failed (a 502 from
 /// nginx, or the connection lost): what a client with a retry policy does.
-async fn chat_with_one_retry(client: &reqwest::Client, base: &str, n: u64) -> (Answer, bool) {
+async fn chat_with_one_retry(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    n: u64,
+) -> (Answer, bool) {
     let body =
         json!({"model": "mock/m", "messages": [{"role": "user", "content": format!("hello {n}")}]});
     let mut retried = false;
     loop {
         let sent = client
             .post(format!("{base}/api/llm/chat"))
+            .bearer_auth(key)
             .json(&body)
             .send()
             .await;
@@ -302,22 +352,38 @@ async fn chat_with_one_retry(client: &reqwest::Client, base: &str, n: u64) -> (A
     }
 }
 
+/// A chat through nginx as `key`.
+async fn chat(client: &reqwest::Client, base: &str, key: &str) -> Answer {
+    let body = json!({"model": "mock/m", "messages": [{"role": "user", "content": "hi"}]});
+    let response = client
+        .post(format!("{base}/api/llm/chat"))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    answer_of(response).await
+}
+
 #[tokio::test]
-async fn sessions_hop_between_instances_and_survive_one_being_killed() {
+async fn two_instances_behind_nginx_share_sessions_and_limits_and_outlive_a_kill() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path());
+    let redis = RedisServer::start(None);
+    let (config, keys) = write_config(dir.path(), &redis);
     let first = Instance::start(&config);
     let second = Instance::start(&config);
+    let both: std::collections::BTreeSet<String> = [first.addr.clone(), second.addr.clone()].into();
     let nginx = Nginx::start(dir.path(), &[&first.addr, &second.addr]);
-    let client = client();
-    let session = open_session(&client, &nginx.base).await;
+    let (client, base, alice) = (client(), nginx.base.clone(), keys.alice.clone());
+    let session = open_session(&client, &base, &alice).await;
 
     // Round-robin: consecutive calls in one session land on both instances.
     let mut served_by = std::collections::BTreeSet::new();
     for id in 1..=6 {
         let answer = mcp(
             &client,
-            &nginx.base,
+            &base,
+            &alice,
             Some(&session),
             calculate(id, &format!("{id}*7")),
         )
@@ -331,21 +397,47 @@ async fn sessions_hop_between_instances_and_survive_one_being_killed() {
         );
         served_by.insert(answer.served_by);
     }
-    assert_eq!(
-        served_by,
-        [first.addr.clone(), second.addr.clone()].into(),
-        "both instances served the one session"
-    );
+    assert_eq!(served_by, both, "both instances served the one session");
+
+    // A session its client ends on one instance is ended on both.
+    let ended = open_session(&client, &base, &alice).await;
+    let deleted = client
+        .delete(format!("{base}/mcp"))
+        .bearer_auth(&alice)
+        .header("mcp-session-id", &ended)
+        .header("mcp-protocol-version", "2025-11-25")
+        .send()
+        .await
+        .unwrap();
+    assert!(deleted.status().is_success(), "{}", deleted.status());
+    let mut refused_by = std::collections::BTreeSet::new();
+    for id in 1..=4 {
+        let answer = mcp(&client, &base, &alice, Some(&ended), calculate(id, "1+1")).await;
+        assert_eq!(answer.status, 404, "{}", answer.body);
+        refused_by.insert(answer.served_by);
+    }
+    assert_eq!(refused_by, both, "both instances know the session ended");
+
+    // A key's request rate holds across both instances: Redis counts for all of them.
+    let mut admitted_by = std::collections::BTreeSet::new();
+    for n in 0..METERED_RPM {
+        let answer = chat(&client, &base, &keys.metered).await;
+        assert_eq!(answer.status, 200, "request {n}: {}", answer.body);
+        admitted_by.insert(answer.served_by);
+    }
+    assert_eq!(admitted_by, both, "the metered key's requests reached both");
+    let over = chat(&client, &base, &keys.metered).await;
+    assert_eq!(over.status, 429, "{}", over.body);
+    assert_eq!(over.body["error"]["code"], "rate_limited", "{}", over.body);
 
     // Chats under way while one instance is killed: each succeeds, at worst after one retry.
     let survivor = second.addr.clone();
     let load = {
-        let client = client.clone();
-        let base = nginx.base.clone();
+        let (client, base, alice) = (client.clone(), base.clone(), alice.clone());
         tokio::spawn(async move {
             let mut retries = 0;
             for n in 0..60 {
-                let (answer, retried) = chat_with_one_retry(&client, &base, n).await;
+                let (answer, retried) = chat_with_one_retry(&client, &base, &alice, n).await;
                 assert_eq!(answer.status, 200, "chat {n}: {}", answer.body);
                 assert_eq!(answer.body["model"], "mock/m", "chat {n}: {}", answer.body);
                 assert!(
@@ -362,16 +454,29 @@ async fn sessions_hop_between_instances_and_survive_one_being_killed() {
         })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!load.is_finished(), "the kill comes while chats are under way");
+    assert!(
+        !load.is_finished(),
+        "the kill comes while chats are under way"
+    );
     first.kill();
     let retries = load.await.unwrap();
     assert!(retries <= 3, "{retries} chats needed a retry");
 
-    // The session goes on, now always on the survivor.
+    // The session goes on, now always on the survivor, and the limit still holds there.
     for id in 10..=13 {
-        let answer = mcp(&client, &nginx.base, Some(&session), calculate(id, "2^10")).await;
+        let answer = mcp(
+            &client,
+            &base,
+            &alice,
+            Some(&session),
+            calculate(id, "2^10"),
+        )
+        .await;
         assert_eq!(answer.status, 200, "{}", answer.body);
         assert!(result_text(&answer).contains("1024"), "{}", answer.body);
         assert_eq!(answer.served_by, survivor);
     }
+    let still_over = chat(&client, &base, &keys.metered).await;
+    assert_eq!(still_over.status, 429, "{}", still_over.body);
+    assert_eq!(still_over.served_by, survivor);
 }

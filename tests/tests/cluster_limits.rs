@@ -16,8 +16,8 @@ use switchyard_proxy::auth::keys;
 use switchyard_shared::paths;
 
 mod common;
-use common::redis::RedisServer;
 use common::{ErrorReply, LoopbackProxy};
+use switchyard_tests::redis_server::RedisServer;
 
 /// The password Redis requires; it must never reach a log line or an answer.
 const PASSWORD: &str = "s3cret-redis-pw";

@@ -272,16 +272,47 @@ impl SharedLimits {
         format!("{}{{{user}}}:{what}", self.0.prefix)
     }
 
+    /// Records that the client of MCP gateway session `id` ended it, for `ttl` (as long as its
+    /// id would stay valid), so that no instance resumes it.
+    pub(super) async fn end_session(&self, id: &str, ttl: Duration) -> Result<(), Unreachable> {
+        let mut redis = self.0.redis.clone();
+        let ttl = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut set = redis::cmd("SET");
+        set.arg(self.session_key(id)).arg(1).arg("PX").arg(ttl);
+        self.ask(set.query_async::<()>(&mut redis)).await
+    }
+
+    /// Whether the client of MCP gateway session `id` ended it, on any instance.
+    pub(super) async fn session_ended(&self, id: &str) -> Result<bool, Unreachable> {
+        let mut redis = self.0.redis.clone();
+        let mut exists = redis::cmd("EXISTS");
+        exists.arg(self.session_key(id));
+        self.ask(exists.query_async::<bool>(&mut redis)).await
+    }
+
+    fn session_key(&self, id: &str) -> String {
+        format!("{}session-ended:{id}", self.0.prefix)
+    }
+
     /// Runs `call` within the timeout, unless Redis is down and it is not yet time to ask again.
     async fn run<T: redis::FromRedisValue>(
         &self,
         call: &ScriptInvocation<'_>,
     ) -> Result<T, Unreachable> {
+        let mut redis = self.0.redis.clone();
+        self.ask(call.invoke_async(&mut redis)).await
+    }
+
+    /// Awaits `answer` within the timeout, unless Redis is down and it is not yet time to ask
+    /// again.
+    async fn ask<T>(
+        &self,
+        answer: impl Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, Unreachable> {
         if !self.may_ask() {
             return Err(Unreachable);
         }
-        let mut redis = self.0.redis.clone();
-        match tokio::time::timeout(self.0.timeout, call.invoke_async(&mut redis)).await {
+        match tokio::time::timeout(self.0.timeout, answer).await {
             Ok(Ok(answer)) => {
                 self.answered();
                 Ok(answer)

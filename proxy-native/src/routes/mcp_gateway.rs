@@ -9,7 +9,8 @@
 //! - Session ids are sealed ([`sealed`]): the id a client holds carries whose session it is and
 //!   the client's `initialize`, so any instance with the same `session_key` serves it, restoring
 //!   it in rmcp from that `initialize` when it does not hold it. A request whose id does not
-//!   open, has expired, was ended by a `DELETE` here, or belongs to another caller is answered
+//!   open, has expired, was ended by a `DELETE` (here, or on any instance when `[cluster]` names
+//!   a Redis), or belongs to another caller is answered
 //!   404, as an unknown session is; MCP clients then initialize again.
 //! - At most `max_sessions` sessions are held at once, `max_sessions_per_user` of them one
 //!   caller's: each holds a task and its buffers, and rmcp's store has no bound of its own. A
@@ -40,6 +41,7 @@ use rmcp::transport::streamable_http_server::{SessionId, SessionManager};
 use self::sealed::{Handshakes, Sealer};
 use super::builtin_mcp::{http_config, json_rpc_error, read_message};
 use crate::identity::Identity;
+use crate::limits::Limiter;
 use crate::mcp::gateway::Gateway;
 use crate::state::AppState;
 
@@ -86,6 +88,7 @@ pub(super) fn routes(state: &AppState) -> Router<AppState> {
         http,
     );
     let admission = Admission {
+        limiter: Arc::clone(state.limiter()),
         sealer,
         handshakes,
         sessions,
@@ -112,6 +115,8 @@ struct Admission {
     idle: Duration,
     sealer: Arc<Sealer>,
     handshakes: Arc<Handshakes>,
+    /// Holds the store the instances share, where ended sessions are recorded.
+    limiter: Arc<Limiter>,
 }
 
 /// Whose a session is, and when its client last sent a request in it.
@@ -224,11 +229,19 @@ async fn admit(State(admission): State<Admission>, request: Request, next: Next)
         }) else {
             return session_not_found();
         };
+        // Ended on another instance: known through the store the instances share, if any.
+        if admission.limiter.gateway_session_ended(&opened.inner).await {
+            return session_not_found();
+        }
         request.headers_mut().insert(MCP_SESSION_ID, inner);
         let session = SessionId::from(opened.inner.as_str());
         let held = admission.holds(&session).await;
         if request.method() == Method::DELETE {
             admission.handshakes.end(&opened.inner, opened.expires);
+            admission
+                .limiter
+                .end_gateway_session(&opened.inner, opened.remaining())
+                .await;
             admission.owners().remove(&session);
             if !held {
                 // Ended where it is not held: nothing to close here. rmcp's answer to a DELETE.

@@ -2,8 +2,6 @@
 //! for it, and readers for the proxy's JSON answers, errors and tool streams.
 #![allow(dead_code, reason = "each suite uses a part of this module")]
 
-pub mod redis;
-
 use std::time::Duration;
 
 use reqwest::header::HeaderMap;

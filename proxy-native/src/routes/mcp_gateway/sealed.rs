@@ -85,6 +85,11 @@ pub(super) struct Opened {
 }
 
 impl Opened {
+    /// How long the id stays valid.
+    pub fn remaining(&self) -> Duration {
+        Duration::from_millis(self.expires.saturating_sub(now()))
+    }
+
     /// Whether `identity` is the caller that opened the session.
     pub fn belongs_to(&self, identity: &Identity) -> bool {
         *self.user == *identity.user && self.via == Via::from(identity.via)
