@@ -94,6 +94,7 @@ impl AppState {
         };
         let observability =
             Observability::new(&config.observability, &models, &config.mcp_servers)?;
+        let upstream = upstream.with_metrics(observability.metrics().clone());
         Ok(AppState {
             inner: Arc::new(Inner {
                 routes,
