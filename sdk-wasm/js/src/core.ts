@@ -346,6 +346,7 @@ export type {
   ProviderEndpoint,
   ProviderKind,
   ProxyOptions,
+  RetryOptions,
   ReadResourceResult,
   StreamEvent,
   ToolCall,
