@@ -107,8 +107,8 @@ pub struct Observed {
 
 /// Fails the next `times` chat requests, whatever they ask for; then they are answered as
 /// usual. Arming again replaces what is left of the previous script.
+// Not `deny_unknown_fields`: serde does not support it together with `flatten`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
 pub struct FailNext {
     /// How many requests fail.
     pub times: u32,

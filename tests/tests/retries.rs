@@ -246,7 +246,16 @@ async fn an_unreachable_upstream_is_retried_up_to_the_limit() {
 #[tokio::test]
 async fn retries_can_be_turned_off() {
     let h = start("retry_max_attempts = 1", None).await;
-    h.fake.fail_next(fail(1, FailWith::Unavailable));
+    // Armed over HTTP, as the browser suites arm it.
+    let armed = h
+        .proxy
+        .client
+        .post(format!("http://{}/_fail", h.fake.local_addr()))
+        .json(&json!({"times": 1, "fail": "unavailable"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(armed.status(), 204);
     let reply = ErrorReply::read(h.chat("fake/echo").await).await;
     assert_eq!(reply.error.code, ErrorCode::UpstreamError);
     assert_eq!(h.attempts(), 1);
