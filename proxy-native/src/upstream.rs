@@ -202,6 +202,9 @@ impl Upstream {
                 }
                 Err((error, failure)) => (Err(error), failure),
             };
+            if failure == Failure::Final {
+                return result;
+            }
             let now = tokio::time::Instant::now();
             let delay = match self
                 .retry

@@ -167,6 +167,9 @@ impl ClientCore {
                 Err(e) if e.code == ErrorCode::NetworkError => (Err(e), Failure::NotSent),
                 Err(e) => return Err(e),
             };
+            if failure == Failure::Final {
+                return result;
+            }
             // Date.now() is in ms; a clock set back counts as no time spent.
             let elapsed = Duration::from_millis((js_sys::Date::now() - started).max(0.0) as u64);
             let delay = match self
