@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use serde::{Deserialize, Deserializer};
-use switchyard_shared::ProviderKind;
+use switchyard_shared::{ProviderKind, RetryPolicy};
 
 use crate::mock::MockScript;
 
@@ -103,6 +103,17 @@ pub struct UpstreamConfig {
     /// Upstream requests in flight at once (streams count until they end); more wait for a place
     /// within the first-byte timeout, then fail with `upstream_timeout`.
     pub max_concurrent_requests: usize,
+    /// Attempts per request, the first included, for failures that are safe to repeat
+    /// (unreachable upstream, 502, 503, 429 with `Retry-After`); 1 turns retries off.
+    pub retry_max_attempts: u32,
+    /// The pause before the first retry, before jitter; it doubles with each further one.
+    pub retry_base_delay_ms: u64,
+    /// The longest backoff pause (a `Retry-After` is honoured as given, if it fits the budget).
+    pub retry_max_delay_ms: u64,
+    /// Time from the first attempt within which every retry must start; below
+    /// `first_byte_timeout_ms`, which covers all attempts. Default: 2 s, or the first-byte
+    /// timeout if that is shorter.
+    pub retry_budget_ms: Option<u64>,
 }
 
 impl Default for UpstreamConfig {
@@ -113,6 +124,10 @@ impl Default for UpstreamConfig {
             idle_timeout_ms: 60_000,
             request_timeout_ms: 300_000,
             max_concurrent_requests: 256,
+            retry_max_attempts: RetryPolicy::DEFAULT.max_attempts,
+            retry_base_delay_ms: RetryPolicy::DEFAULT.base_delay.as_millis() as u64,
+            retry_max_delay_ms: RetryPolicy::DEFAULT.max_delay.as_millis() as u64,
+            retry_budget_ms: None,
         }
     }
 }
@@ -136,6 +151,20 @@ impl UpstreamConfig {
     /// [`Self::request_timeout_ms`] as a duration.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// The retry settings as `shared`'s policy; the budget never exceeds the first-byte timeout.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        let budget = self
+            .retry_budget_ms
+            .unwrap_or(RetryPolicy::DEFAULT.budget.as_millis() as u64)
+            .min(self.first_byte_timeout_ms);
+        RetryPolicy {
+            max_attempts: self.retry_max_attempts,
+            base_delay: Duration::from_millis(self.retry_base_delay_ms),
+            max_delay: Duration::from_millis(self.retry_max_delay_ms),
+            budget: Duration::from_millis(budget),
+        }
     }
 }
 
@@ -468,6 +497,7 @@ impl Config {
             ("idle_timeout_ms", u.idle_timeout_ms),
             ("request_timeout_ms", u.request_timeout_ms),
             ("max_concurrent_requests", u.max_concurrent_requests as u64),
+            ("retry_max_attempts", u64::from(u.retry_max_attempts)),
         ] {
             if value == 0 {
                 return Err(ConfigError::invalid(
@@ -476,6 +506,20 @@ impl Config {
                     "must be greater than 0",
                 ));
             }
+        }
+        if let Some(budget) = u.retry_budget_ms
+            && budget >= u.first_byte_timeout_ms
+        {
+            // The first-byte timeout covers every attempt and pause; a budget as long leaves the
+            // last attempt no time to be answered.
+            return Err(ConfigError::invalid(
+                origin,
+                "upstream.retry_budget_ms",
+                format!(
+                    "must be less than upstream.first_byte_timeout_ms ({})",
+                    u.first_byte_timeout_ms
+                ),
+            ));
         }
         let g = &self.mcp_gateway;
         for (key, value) in [
@@ -817,6 +861,38 @@ mod tests {
         );
         let m = error("[observability]\naudit_messages = true\n");
         assert_names(&m, &["unknown field `audit_messages`"]);
+    }
+
+    #[test]
+    fn retries_are_on_by_default_and_fit_the_first_byte_timeout() {
+        let c = Config::from_toml_str("", ORIGIN).unwrap();
+        assert_eq!(c.upstream.retry_policy(), RetryPolicy::DEFAULT);
+        let c = Config::from_toml_str("[upstream]\nretry_max_attempts = 1\n", ORIGIN).unwrap();
+        assert!(!c.upstream.retry_policy().enabled());
+        // A short first-byte timeout shortens the default budget rather than being refused.
+        let c = Config::from_toml_str("[upstream]\nfirst_byte_timeout_ms = 300\n", ORIGIN).unwrap();
+        assert_eq!(c.upstream.retry_policy().budget, Duration::from_millis(300));
+        let c = Config::from_toml_str(
+            "[upstream]\nretry_budget_ms = 500\nretry_base_delay_ms = 10\nretry_max_delay_ms = 40\n",
+            ORIGIN,
+        )
+        .unwrap();
+        let p = c.upstream.retry_policy();
+        assert_eq!(
+            (p.budget, p.base_delay, p.max_delay),
+            (
+                Duration::from_millis(500),
+                Duration::from_millis(10),
+                Duration::from_millis(40)
+            )
+        );
+        let m = error("[upstream]\nfirst_byte_timeout_ms = 1000\nretry_budget_ms = 1000\n");
+        assert_names(
+            &m,
+            &["`upstream.retry_budget_ms`", "first_byte_timeout_ms (1000)"],
+        );
+        let m = error("[upstream]\nretry_max_attempts = 0\n");
+        assert_names(&m, &["`upstream.retry_max_attempts`", "greater than 0"]);
     }
 
     #[test]

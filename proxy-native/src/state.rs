@@ -98,6 +98,7 @@ impl AppState {
             Limiter::new(&config.cluster, observability.metrics())
                 .context("cannot set up the shared limits ([cluster])")?,
         );
+        let upstream = upstream.with_metrics(observability.metrics().clone());
         Ok(AppState {
             inner: Arc::new(Inner {
                 routes,

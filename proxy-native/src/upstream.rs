@@ -17,11 +17,14 @@ use axum::body::{Body, BodyDataStream};
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
-use switchyard_shared::{ApiError, ErrorCode, HttpRequest, Method, PreparedRequest};
+use switchyard_shared::{
+    ApiError, Decision, ErrorCode, Failure, HttpRequest, Method, PreparedRequest, RetryPolicy,
+};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
 
 use crate::config::UpstreamConfig;
+use crate::observability::Metrics;
 
 /// Largest non-streamed upstream body read into memory; a provider answer is far smaller.
 const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
@@ -40,6 +43,9 @@ pub struct Upstream {
     in_flight: Arc<Semaphore>,
     max_in_flight: usize,
     urls: Arc<UrlCache>,
+    retry: RetryPolicy,
+    /// Where retries are counted.
+    metrics: Metrics,
 }
 
 /// Upstream URLs parsed once. The route table builds every URL from a configured base URL and a
@@ -141,7 +147,15 @@ impl Upstream {
             in_flight: Arc::new(Semaphore::new(config.max_concurrent_requests)),
             max_in_flight: config.max_concurrent_requests,
             urls: Arc::default(),
+            retry: config.retry_policy(),
+            metrics: Metrics::disabled(),
         })
+    }
+
+    /// Counts retries in `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Answers the requests for `provider` with `router`, in process, instead of over HTTP.
@@ -151,6 +165,11 @@ impl Upstream {
     }
 
     /// Sends the request and waits (at most the first-byte timeout) for the response headers.
+    ///
+    /// Failures that are safe to repeat (see `shared`'s retry policy) are retried within the
+    /// same first-byte time; an answer that is returned has not passed a byte on yet, so nothing
+    /// after this is ever retried. Between attempts the request holds no in-flight place: a
+    /// pause must not keep other requests from an upstream that may be fine for them.
     pub async fn send(&self, prepared: &PreparedRequest) -> Result<UpstreamResponse, ApiError> {
         let provider: Arc<str> = Arc::from(prepared.provider.as_deref().unwrap_or("upstream"));
         let in_process = prepared
@@ -162,55 +181,113 @@ impl Upstream {
             in_process = in_process.is_some(),
             "sending upstream request"
         );
-        // Waiting for a place counts against the first-byte time: to the caller it is the same
-        // wait, and a saturated proxy must not queue requests without bound.
-        let waited = tokio::time::Instant::now();
-        let permit =
-            tokio::time::timeout(self.first_byte, Arc::clone(&self.in_flight).acquire_owned())
+        // Waiting for a place counts against the first-byte time, and so do retries: to the
+        // caller it is the same wait, and a saturated proxy must not queue requests without bound.
+        let started = tokio::time::Instant::now();
+        let deadline = started + self.first_byte;
+        let mut attempts = 1;
+        loop {
+            let (result, failure) = match self
+                .attempt(prepared, in_process, &provider, deadline)
                 .await
-                .ok()
-                .and_then(Result::ok)
-                .ok_or_else(|| {
-                    ApiError::new(
-                        ErrorCode::UpstreamTimeout,
-                        format!(
-                            "all {} upstream connections of the proxy stayed busy for {} ms",
-                            self.max_in_flight,
-                            self.first_byte.as_millis()
-                        ),
-                    )
-                })?;
-        let first_byte = self.first_byte.saturating_sub(waited.elapsed());
+            {
+                Ok(response) if response.is_success() => return Ok(response),
+                Ok(response) => {
+                    let failure = Failure::from_status(
+                        prepared.format,
+                        response.status,
+                        response.retry_after.as_deref(),
+                    );
+                    (Ok(response), failure)
+                }
+                Err((error, failure)) => (Err(error), failure),
+            };
+            if failure == Failure::Final {
+                return result;
+            }
+            let now = tokio::time::Instant::now();
+            let delay = match self
+                .retry
+                .decide(attempts, now - started, failure, fastrand::f64())
+            {
+                // A pause that would outlast the first-byte time leaves nothing to wait for.
+                Decision::RetryAfter(delay) if now + delay < deadline => delay,
+                _ => return result,
+            };
+            tracing::info!(
+                %provider,
+                attempt = attempts,
+                reason = failure.label(),
+                status = result.as_ref().ok().map(|r| r.status),
+                delay_ms = delay.as_millis() as u64,
+                "retrying upstream request"
+            );
+            self.metrics
+                .record_upstream_retry(&provider, failure.label());
+            // The failed answer goes first: its connection and its in-flight place are freed
+            // before the pause.
+            drop(result);
+            tokio::time::sleep(delay).await;
+            attempts += 1;
+        }
+    }
+
+    /// One attempt, ended by `deadline`; a failure comes with how the retry policy sees it.
+    async fn attempt(
+        &self,
+        prepared: &PreparedRequest,
+        in_process: Option<&Router>,
+        provider: &Arc<str>,
+        deadline: tokio::time::Instant,
+    ) -> Result<UpstreamResponse, (ApiError, Failure)> {
+        let permit = tokio::time::timeout_at(deadline, Arc::clone(&self.in_flight).acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or_else(|| {
+                let error = ApiError::new(
+                    ErrorCode::UpstreamTimeout,
+                    format!(
+                        "all {} upstream connections of the proxy stayed busy for {} ms",
+                        self.max_in_flight,
+                        self.first_byte.as_millis()
+                    ),
+                );
+                (error, Failure::Final)
+            })?;
         let exchange = async {
             match in_process {
                 Some(router) => {
-                    let url = self.urls.parse(&prepared.http.url)?;
-                    send_in_process(router, &url, &prepared.http).await
+                    let url = self.urls.parse(&prepared.http.url).map_err(final_failure)?;
+                    send_in_process(router, &url, &prepared.http)
+                        .await
+                        .map_err(final_failure)
                 }
                 None => {
-                    let request = self.build(&prepared.http)?;
-                    let response = request.send().await.map_err(|e| send_error(&provider, e))?;
+                    let request = self.build(&prepared.http).map_err(final_failure)?;
+                    let response = request.send().await.map_err(|e| send_error(provider, e))?;
                     Ok(http_response(response))
                 }
             }
         };
-        let (status, retry_after, body) = match tokio::time::timeout(first_byte, exchange).await {
+        let (status, retry_after, body) = match tokio::time::timeout_at(deadline, exchange).await {
             Ok(result) => result?,
             Err(_) => {
-                return Err(ApiError::new(
+                let error = ApiError::new(
                     ErrorCode::UpstreamTimeout,
                     format!(
                         "upstream '{provider}' did not answer within {} ms",
                         self.first_byte.as_millis()
                     ),
-                ));
+                );
+                return Err((error, Failure::Final));
             }
         };
         Ok(UpstreamResponse {
             status,
             retry_after,
             body,
-            provider,
+            provider: Arc::clone(provider),
             idle: self.idle,
             permit,
         })
@@ -414,9 +491,15 @@ impl UpstreamResponse {
     }
 }
 
+/// A failure that retrying cannot help: the proxy's own.
+fn final_failure(error: ApiError) -> (ApiError, Failure) {
+    (error, Failure::Final)
+}
+
 /// Maps a failure to send. reqwest's own message names the URL, so it only goes to the log, and
-/// without the URL.
-fn send_error(provider: &str, e: reqwest::Error) -> ApiError {
+/// without the URL. Only a failure to connect (refused, DNS, TLS handshake) is known to have
+/// sent nothing; any other may have reached the upstream.
+fn send_error(provider: &str, e: reqwest::Error) -> (ApiError, Failure) {
     let connect = e.is_connect();
     tracing::warn!(%provider, error = ?e.without_url(), "upstream request failed");
     let message = if connect {
@@ -424,7 +507,12 @@ fn send_error(provider: &str, e: reqwest::Error) -> ApiError {
     } else {
         format!("the request to upstream '{provider}' failed")
     };
-    ApiError::new(ErrorCode::UpstreamError, message)
+    let failure = if connect {
+        Failure::NotSent
+    } else {
+        Failure::Final
+    };
+    (ApiError::new(ErrorCode::UpstreamError, message), failure)
 }
 
 #[cfg(test)]

@@ -2,11 +2,12 @@
 //! boundary (`lib.rs`) only converts values; the browser tests drive this layer directly.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use switchyard_shared::{
-    ApiError, ChatAccumulator, ChatRequest, ChatResponse, ChatStreamDecoder, ProviderEndpoint,
-    RouteTable, StreamEvent,
+    ApiError, ChatAccumulator, ChatRequest, ChatResponse, ChatStreamDecoder, Decision, ErrorCode,
+    Failure, PreparedRequest, ProviderEndpoint, RetryPolicy, RouteTable, StreamEvent,
 };
 
 use crate::mcp::{McpRoutes, McpServerEndpoint};
@@ -37,6 +38,10 @@ pub struct DirectOptions {
     #[serde(default)]
     #[tsify(optional)]
     pub mcp_servers: Vec<McpServerEndpoint>,
+    /// How chat requests are retried; the proxy's defaults when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[tsify(optional)]
+    pub retry: Option<RetryOptions>,
 }
 
 /// Options of proxy mode.
@@ -49,6 +54,58 @@ pub struct ProxyOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[tsify(optional)]
     pub api_key: Option<String>,
+    /// How chat requests are retried; the proxy's defaults when absent. The proxy retries its
+    /// upstreams itself, so here only a proxy that cannot be reached, or a 503 from in front of
+    /// it, is retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[tsify(optional)]
+    pub retry: Option<RetryOptions>,
+}
+
+/// Retries of chat requests that failed before their answer began: the server could not be
+/// reached, or answered 502, 503, or 429 with `Retry-After`. Never once a stream has passed an
+/// event on. `{ maxAttempts: 1 }` turns them off.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, Tsify)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetryOptions {
+    /// Attempts in all, the first included (default 3; 1 turns retries off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[tsify(optional)]
+    pub max_attempts: Option<u32>,
+    /// The pause before the first retry, before jitter, in ms (default 100); it doubles each time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[tsify(optional)]
+    pub base_delay_ms: Option<u32>,
+    /// The longest backoff pause, in ms (default 1000); a `Retry-After` is honoured as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[tsify(optional)]
+    pub max_delay_ms: Option<u32>,
+    /// Time from the first attempt within which every retry must start, in ms (default 2000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[tsify(optional)]
+    pub budget_ms: Option<u32>,
+}
+
+impl RetryOptions {
+    /// The policy these options give: `shared`'s defaults where they say nothing.
+    pub fn policy(&self) -> Result<RetryPolicy, ApiError> {
+        let d = RetryPolicy::DEFAULT;
+        let ms = |v: Option<u32>, default: Duration| {
+            v.map_or(default, |v| Duration::from_millis(v.into()))
+        };
+        let policy = RetryPolicy {
+            max_attempts: self.max_attempts.unwrap_or(d.max_attempts),
+            base_delay: ms(self.base_delay_ms, d.base_delay),
+            max_delay: ms(self.max_delay_ms, d.max_delay),
+            budget: ms(self.budget_ms, d.budget),
+        };
+        if policy.max_attempts == 0 {
+            return Err(ApiError::bad_request(
+                "retry.maxAttempts must be at least 1 (1 turns retries off)",
+            ));
+        }
+        Ok(policy)
+    }
 }
 
 /// A configured client.
@@ -56,15 +113,17 @@ pub struct ProxyOptions {
 pub struct ClientCore {
     routes: RouteTable,
     mcp: McpRoutes,
+    retry: RetryPolicy,
 }
 
 impl ClientCore {
     /// Checks the options and builds the routing tables for their mode.
     pub fn new(options: ClientOptions) -> Result<Self, ApiError> {
-        let (routes, mcp) = match options {
+        let (routes, mcp, retry) = match options {
             ClientOptions::Direct(d) => (
                 RouteTable::direct(d.providers)?,
                 McpRoutes::direct(d.mcp_servers)?,
+                d.retry,
             ),
             ClientOptions::Proxy(p) => {
                 let routes = RouteTable::proxy(&p.base_url, p.api_key.clone())?;
@@ -76,10 +135,56 @@ impl ClientCore {
                     base_url,
                     api_key: p.api_key,
                 };
-                (routes, mcp)
+                (routes, mcp, p.retry)
             }
         };
-        Ok(ClientCore { routes, mcp })
+        let retry = retry.unwrap_or_default().policy()?;
+        Ok(ClientCore { routes, mcp, retry })
+    }
+
+    /// Sends `prepared` until it gets an answer the retry policy accepts or gives up on; the
+    /// answer is returned before any of its body is read, so a stream is never retried once
+    /// it has begun.
+    async fn send(
+        &self,
+        prepared: &PreparedRequest,
+        signal: Option<&AbortSignal>,
+    ) -> Result<fetch::Response, ApiError> {
+        let started = js_sys::Date::now();
+        let mut attempts = 1;
+        loop {
+            let (result, failure) = match fetch::send(&prepared.http, signal).await {
+                Ok(resp) if (200..300).contains(&resp.status) => return Ok(resp),
+                Ok(resp) => {
+                    let failure = Failure::from_status(
+                        prepared.format,
+                        resp.status,
+                        resp.retry_after.as_deref(),
+                    );
+                    (Ok(resp), failure)
+                }
+                // `fetch`'s bare TypeError, with the server found unreachable: nothing was sent.
+                Err(e) if e.code == ErrorCode::NetworkError => (Err(e), Failure::NotSent),
+                Err(e) => return Err(e),
+            };
+            if failure == Failure::Final {
+                return result;
+            }
+            // Date.now() is in ms; a clock set back counts as no time spent.
+            let elapsed = Duration::from_millis((js_sys::Date::now() - started).max(0.0) as u64);
+            let delay = match self
+                .retry
+                .decide(attempts, elapsed, failure, js_sys::Math::random())
+            {
+                Decision::RetryAfter(delay) => delay,
+                Decision::GiveUp => return result,
+            };
+            if let Ok(resp) = result {
+                resp.discard();
+            }
+            fetch::sleep(delay, signal).await?;
+            attempts += 1;
+        }
     }
 
     /// The MCP side of the client.
@@ -94,7 +199,7 @@ impl ClientCore {
         signal: Option<&AbortSignal>,
     ) -> Result<ChatResponse, ApiError> {
         let prepared = self.routes.chat(req, false)?;
-        let resp = fetch::send(&prepared.http, signal).await?;
+        let resp = self.send(&prepared, signal).await?;
         let (status, retry_after) = (resp.status, resp.retry_after.clone());
         let body = resp.bytes().await?;
         prepared.decode_response(status, retry_after.as_deref(), &body)
@@ -108,7 +213,7 @@ impl ClientCore {
         signal: Option<&AbortSignal>,
     ) -> Result<ChatStreamCore, ApiError> {
         let prepared = self.routes.chat(req, true)?;
-        let resp = fetch::send(&prepared.http, signal).await?;
+        let resp = self.send(&prepared, signal).await?;
         if !(200..300).contains(&resp.status) {
             let (status, retry_after) = (resp.status, resp.retry_after.clone());
             let body = resp.bytes().await?;

@@ -22,6 +22,10 @@ extern "C" {
     /// `AbortSignal.timeout`: a signal that fires after `ms` milliseconds.
     #[wasm_bindgen(js_namespace = AbortSignal, js_name = timeout)]
     fn abort_signal_timeout(ms: u32) -> AbortSignal;
+
+    /// The global `setTimeout`, in windows and workers alike.
+    #[wasm_bindgen(js_name = setTimeout)]
+    fn set_timeout(handler: &js_sys::Function, ms: i32) -> JsValue;
 }
 
 /// How long the CORS probe may take before the failure is reported as a plain network error.
@@ -100,6 +104,12 @@ impl Response {
             }
         }
         out
+    }
+
+    /// Drops an answer whose body is not wanted (a failure about to be retried): its connection
+    /// is closed rather than left holding an unread body.
+    pub fn discard(self) {
+        self.abort.abort();
     }
 
     /// Reads the whole body.
@@ -219,6 +229,25 @@ pub(crate) async fn until_aborted<T>(
     match futures_util::future::select(work, fired).await {
         futures_util::future::Either::Left((done, _)) => Ok(done),
         futures_util::future::Either::Right(_) => Err(aborted()),
+    }
+}
+
+/// Waits for `delay`, or until `signal` fires (`aborted` then).
+pub(crate) async fn sleep(
+    delay: std::time::Duration,
+    signal: Option<&AbortSignal>,
+) -> Result<(), ApiError> {
+    let ms = i32::try_from(delay.as_millis()).unwrap_or(i32::MAX);
+    // The timer resolves the promise itself: no Rust closure is kept alive for it.
+    let timer = JsFuture::from(Promise::new(&mut |resolve, _| {
+        set_timeout(&resolve, ms);
+    }));
+    match signal {
+        Some(signal) => until_aborted(signal, timer).await.map(drop),
+        None => timer
+            .await
+            .map(drop)
+            .map_err(|e| js_error("the timer failed", &e)),
     }
 }
 

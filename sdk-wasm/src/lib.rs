@@ -11,7 +11,9 @@ mod fetch;
 mod mcp;
 
 pub use agent::{AgentOptions, AgentRunCore, Approver};
-pub use client::{ChatStreamCore, ClientCore, ClientOptions, DirectOptions, ProxyOptions};
+pub use client::{
+    ChatStreamCore, ClientCore, ClientOptions, DirectOptions, ProxyOptions, RetryOptions,
+};
 pub use mcp::{McpClient, McpProgress, McpServerEndpoint};
 
 use serde::{Deserialize, Serialize};

@@ -5,7 +5,7 @@
 
 #![cfg(target_arch = "wasm32")]
 
-use switchyard_sdk_wasm::{ClientCore, ClientOptions, DirectOptions, ProxyOptions};
+use switchyard_sdk_wasm::{ClientCore, ClientOptions, DirectOptions, ProxyOptions, RetryOptions};
 use switchyard_shared::{
     ApiError, ChatRequest, ChatResponse, ErrorCode, FinishReason, Message, ProviderEndpoint,
     ProviderKind, StreamEvent, ToolDefinition,
@@ -69,6 +69,43 @@ async fn streams_cancelled() -> u64 {
         .ok()
         .and_then(|v| v.as_f64())
         .expect("streams_cancelled") as u64
+}
+
+/// The chat requests the upstream has received so far, failed attempts included.
+async fn upstream_requests() -> u64 {
+    let origin = upstream().trim_end_matches("/v1");
+    let window = web_sys::window().expect("a window");
+    let resp: web_sys::Response =
+        JsFuture::from(window.fetch_with_str(&format!("{origin}/_observed")))
+            .await
+            .expect("observed")
+            .unchecked_into();
+    let json = JsFuture::from(resp.json().expect("json"))
+        .await
+        .expect("body");
+    js_sys::Reflect::get(&json, &"requests".into())
+        .ok()
+        .and_then(|v| v.as_f64())
+        .expect("requests") as u64
+}
+
+/// Makes the upstream fail its next chat requests (`POST /_fail`), e.g.
+/// `{"times": 1, "fail": "unavailable"}`.
+async fn fail_next(script: &str) {
+    let origin = upstream().trim_end_matches("/v1");
+    let init = web_sys::RequestInit::new();
+    init.set_method("POST");
+    init.set_body(&script.into());
+    let headers = web_sys::Headers::new().unwrap();
+    headers.set("content-type", "application/json").unwrap();
+    init.set_headers(&headers);
+    let window = web_sys::window().expect("a window");
+    let resp: web_sys::Response =
+        JsFuture::from(window.fetch_with_str_and_init(&format!("{origin}/_fail"), &init))
+            .await
+            .expect("armed")
+            .unchecked_into();
+    assert_eq!(resp.status(), 204, "the upstream refused {script}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -296,7 +333,52 @@ async fn breaking_off_a_stream_closes_it(mode: Mode) {
     panic!("the upstream stream was not cancelled");
 }
 
+async fn a_503_before_the_answer_is_retried(mode: Mode) {
+    // Directly the SDK retries; through the proxy the proxy does, and the SDK sees the answer.
+    let before = upstream_requests().await;
+    fail_next(r#"{"times": 1, "fail": "unavailable"}"#).await;
+    let r = client(mode)
+        .chat(&request("fake/echo", "again"), None)
+        .await
+        .unwrap();
+    assert_eq!(r.message.content.as_deref(), Some("echo: again"));
+    assert_eq!(upstream_requests().await - before, 2);
+
+    let before = upstream_requests().await;
+    fail_next(r#"{"times": 1, "fail": "unavailable"}"#).await;
+    let (events, result) = collect(&client(mode), &request("fake/echo", "streamed")).await;
+    assert_eq!(
+        result.unwrap().message.content.as_deref(),
+        Some("echo: streamed")
+    );
+    assert!(matches!(events.last(), Some(StreamEvent::Finish { .. })));
+    assert_eq!(upstream_requests().await - before, 2);
+}
+
+async fn failures_that_are_not_safe_to_repeat_are_sent_once(mode: Mode) {
+    for (model, code) in [
+        ("fake/fail-400", ErrorCode::BadRequest),
+        ("fake/fail-401", ErrorCode::UpstreamUnauthorized),
+        ("fake/fail-500", ErrorCode::UpstreamError),
+    ] {
+        let before = upstream_requests().await;
+        let e = client(mode)
+            .chat(&request(model, "x"), None)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, code, "{model}");
+        assert_eq!(upstream_requests().await - before, 1, "{model}");
+    }
+    // A stream cut after its first events is not started again.
+    let before = upstream_requests().await;
+    let (_, result) = collect(&client(mode), &request("fake/drop-stream", "x")).await;
+    assert_eq!(result.unwrap_err().code, ErrorCode::StreamInterrupted);
+    assert_eq!(upstream_requests().await - before, 1);
+}
+
 in_both_modes!(
+    a_503_before_the_answer_is_retried,
+    failures_that_are_not_safe_to_repeat_are_sent_once,
     chat_returns_the_whole_answer,
     stream_yields_deltas_then_finish,
     streamed_tool_calls_are_assembled,
@@ -316,8 +398,46 @@ in_both_modes!(
 // Mode-specific behaviour.
 
 #[wasm_bindgen_test]
+async fn retries_can_be_turned_off() {
+    // Directly only: through the proxy, the proxy's own setting decides.
+    let client = ClientCore::new(ClientOptions::Direct(DirectOptions {
+        providers: vec![fake_provider()],
+        mcp_servers: Vec::new(),
+        retry: Some(RetryOptions {
+            max_attempts: Some(1),
+            ..Default::default()
+        }),
+    }))
+    .unwrap();
+    let before = upstream_requests().await;
+    fail_next(r#"{"times": 1, "fail": "unavailable"}"#).await;
+    let e = client
+        .chat(&request("fake/echo", "x"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::UpstreamError);
+    assert_eq!(upstream_requests().await - before, 1);
+}
+
+#[wasm_bindgen_test]
+fn retry_options_are_checked() {
+    let e = ClientCore::new(ClientOptions::Direct(DirectOptions {
+        providers: Vec::new(),
+        mcp_servers: Vec::new(),
+        retry: Some(RetryOptions {
+            max_attempts: Some(0),
+            ..Default::default()
+        }),
+    }))
+    .err()
+    .expect("refused");
+    assert_eq!(e.code, ErrorCode::BadRequest);
+}
+
+#[wasm_bindgen_test]
 async fn direct_mode_reports_an_unreachable_provider_as_a_network_error() {
     let client = ClientCore::new(ClientOptions::Direct(DirectOptions {
+        retry: None,
         mcp_servers: Vec::new(),
         providers: vec![ProviderEndpoint {
             name: "down".into(),
@@ -349,6 +469,7 @@ fn origin_without_cors() -> String {
 #[wasm_bindgen_test]
 async fn direct_mode_reports_a_provider_without_cors_as_cors_blocked() {
     let client = ClientCore::new(ClientOptions::Direct(DirectOptions {
+        retry: None,
         mcp_servers: Vec::new(),
         providers: vec![ProviderEndpoint {
             name: "nocors".into(),
@@ -376,6 +497,7 @@ async fn proxy_mode_reports_an_unreachable_proxy_as_a_network_error() {
     let client = ClientCore::new(ClientOptions::Proxy(ProxyOptions {
         base_url: "http://127.0.0.1:9".into(),
         api_key: None,
+        retry: None,
     }))
     .unwrap();
     let e = client
@@ -390,6 +512,7 @@ fn invalid_options_are_refused() {
     let e = ClientCore::new(ClientOptions::Proxy(ProxyOptions {
         base_url: "localhost:3001".into(),
         api_key: None,
+        retry: None,
     }))
     .err()
     .expect("refused");

@@ -245,6 +245,7 @@ async fn direct_mode_names_a_cors_refusal() {
         "SWITCHYARD_TEST_PAGE_PORT",
     );
     let client = ClientCore::new(ClientOptions::Direct(DirectOptions {
+        retry: None,
         providers: Vec::new(),
         mcp_servers: vec![McpServerEndpoint {
             name: "nocors".into(),

@@ -241,7 +241,7 @@ impl ErrorBody {
 
 /// Reads `Retry-After` as delta-seconds, fractional ones rounded up; HTTP dates are rare from LLM
 /// APIs and are ignored.
-fn parse_retry_after(value: &str) -> Option<u64> {
+pub(crate) fn parse_retry_after(value: &str) -> Option<u64> {
     let v = value.trim();
     v.parse::<u64>()
         .ok()

@@ -12,6 +12,7 @@ pub mod faces;
 pub mod json;
 pub mod mcp;
 pub mod providers;
+pub mod retry;
 pub mod route;
 pub mod sse;
 pub mod stream;
@@ -22,6 +23,7 @@ pub use chat::{
 };
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use providers::ProviderKind;
+pub use retry::{Decision, Failure, RetryPolicy};
 pub use route::{
     HttpRequest, Method, ModelList, PreparedRequest, ProviderEndpoint, ProviderInfo, RouteTable,
     WireFormat, paths,

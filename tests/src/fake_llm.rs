@@ -9,7 +9,10 @@
 //! test picks a scenario simply by naming it, and the same scenario is
 //! available to browser tests that can only speak HTTP. Everything the server
 //! sees is recorded in [`Observed`], readable in-process via
-//! [`FakeLlm::observed`] or over HTTP at `GET /_observed`.
+//! [`FakeLlm::observed`] or over HTTP at `GET /_observed`. Failures of the
+//! next N chat requests, whatever their model, are armed with
+//! [`FakeLlm::fail_next`] or `POST /_fail` (a [`FailNext`] as JSON), so that
+//! retries can be observed: each attempt counts in [`Observed::requests`].
 
 use std::collections::HashMap;
 use std::io;
@@ -22,7 +25,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::header::{
     AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER,
 };
@@ -98,6 +101,35 @@ pub struct Observed {
     pub last_authorization: Option<String>,
     /// JSON body of the most recent chat request (`None` if it was not JSON).
     pub last_body: Option<Value>,
+    /// Chat requests answered with an armed failure ([`FailNext`]).
+    pub failed: u64,
+}
+
+/// Fails the next `times` chat requests, whatever they ask for; then they are answered as
+/// usual. Arming again replaces what is left of the previous script.
+// Not `deny_unknown_fields`: serde does not support it together with `flatten`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FailNext {
+    /// How many requests fail.
+    pub times: u32,
+    /// How they fail.
+    #[serde(flatten)]
+    pub with: FailWith,
+}
+
+/// How an armed request fails.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "fail", rename_all = "snake_case")]
+pub enum FailWith {
+    /// `503` with OpenAI's "overloaded" error.
+    Unavailable,
+    /// `429` with this `Retry-After` value.
+    RateLimited {
+        /// The header's value, e.g. `"1"`.
+        retry_after: String,
+    },
+    /// The connection is closed after the request was read, without an answer.
+    Close,
 }
 
 /// Handle to a running fake server; dropping it shuts the server down.
@@ -139,6 +171,7 @@ impl FakeLlm {
         let shared = Arc::new(Shared {
             api_key: config.api_key,
             observed: Mutex::new(Observed::default()),
+            armed: Mutex::new(None),
         });
         let connections = Arc::new(Connections::default());
         let tracked = TrackedListener {
@@ -147,6 +180,7 @@ impl FakeLlm {
         };
         let app = router(Arc::clone(&shared));
         let server = tokio::spawn(async move {
+            let app = app.into_make_service_with_connect_info::<Connection>();
             if let Err(error) = axum::serve(tracked, app).await {
                 tracing::error!(%error, "fake LLM server stopped");
             }
@@ -175,9 +209,14 @@ impl FakeLlm {
         self.shared.with_observed(|o| o.clone())
     }
 
-    /// Clears all counters and the recorded last request.
+    /// Clears all counters, the recorded last request and any armed failures.
     pub fn reset(&self) {
-        self.shared.with_observed(|o| *o = Observed::default());
+        self.shared.reset();
+    }
+
+    /// Arms failures for the next chat requests (see [`FailNext`]).
+    pub fn fail_next(&self, script: FailNext) {
+        self.shared.arm(script);
     }
 }
 
@@ -195,6 +234,8 @@ impl Drop for FakeLlm {
 struct Shared {
     api_key: Option<String>,
     observed: Mutex<Observed>,
+    /// What is left of the armed failures.
+    armed: Mutex<Option<FailNext>>,
 }
 
 impl Shared {
@@ -203,6 +244,32 @@ impl Shared {
         // poisoned-lock panic; the counters are plain data, so keep going.
         let mut guard = self.observed.lock().unwrap_or_else(PoisonError::into_inner);
         f(&mut guard)
+    }
+
+    fn armed(&self) -> std::sync::MutexGuard<'_, Option<FailNext>> {
+        self.armed.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn arm(&self, script: FailNext) {
+        *self.armed() = (script.times > 0).then_some(script);
+    }
+
+    fn reset(&self) {
+        self.with_observed(|o| *o = Observed::default());
+        *self.armed() = None;
+    }
+
+    /// Takes one armed failure, if any is left.
+    fn next_failure(&self) -> Option<FailWith> {
+        let mut armed = self.armed();
+        let script = armed.as_mut()?;
+        let with = script.with.clone();
+        script.times -= 1;
+        if script.times == 0 {
+            *armed = None;
+        }
+        self.with_observed(|o| o.failed += 1);
+        Some(with)
     }
 }
 
@@ -219,6 +286,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/chat/completions", post(chat_completions))
         .route("/_observed", get(get_observed))
         .route("/_reset", post(reset_observed))
+        .route("/_fail", post(arm_failures))
         .fallback(unknown_route)
         .layer(cors)
         .with_state(shared)
@@ -240,7 +308,15 @@ async fn get_observed(State(shared): State<Arc<Shared>>) -> Json<Observed> {
 }
 
 async fn reset_observed(State(shared): State<Arc<Shared>>) -> StatusCode {
-    shared.with_observed(|o| *o = Observed::default());
+    shared.reset();
+    StatusCode::NO_CONTENT
+}
+
+async fn arm_failures(
+    State(shared): State<Arc<Shared>>,
+    Json(script): Json<FailNext>,
+) -> StatusCode {
+    shared.arm(script);
     StatusCode::NO_CONTENT
 }
 
@@ -284,6 +360,7 @@ struct StreamOptions {
 
 async fn chat_completions(
     State(shared): State<Arc<Shared>>,
+    ConnectInfo(connection): ConnectInfo<Connection>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -298,6 +375,27 @@ async fn chat_completions(
         o.last_authorization = authorization;
         o.last_body = parsed.as_ref().ok().cloned();
     });
+    match shared.next_failure() {
+        None => {}
+        Some(FailWith::Unavailable) => return overloaded(),
+        Some(FailWith::RateLimited { retry_after }) => {
+            let mut response = openai_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Rate limit reached for fake-model: scripted by the fake LLM.",
+                "requests",
+                Some("rate_limit_exceeded"),
+            );
+            if let Ok(value) = HeaderValue::from_str(&retry_after) {
+                response.headers_mut().insert(RETRY_AFTER, value);
+            }
+            return response;
+        }
+        Some(FailWith::Close) => {
+            connection.close();
+            // Nothing reaches the client any more; the answer only ends the task.
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        }
+    }
 
     if let Some(denied) = auth_denial(&shared, &headers) {
         return denied;
@@ -449,15 +547,20 @@ fn scripted_failure(model: &str) -> Option<Response> {
             "server_error",
             Some("internal_error"),
         ),
-        "fail-503" => openai_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "The engine is currently overloaded, please try again later.",
-            "server_error",
-            Some("engine_overloaded"),
-        ),
+        "fail-503" => overloaded(),
         _ => return None,
     };
     Some(response)
+}
+
+/// OpenAI's 503.
+fn overloaded() -> Response {
+    openai_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The engine is currently overloaded, please try again later.",
+        "server_error",
+        Some("engine_overloaded"),
+    )
 }
 
 /// `drop-stream` ends the body cleanly at the HTTP level but without
@@ -1051,6 +1154,32 @@ impl Connections {
         for (_, handle) in state.live.drain() {
             // Errors only mean the peer is already gone, which is the goal.
             let _ = handle.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// The connection a request arrived on, so that a handler can close it without answering.
+#[derive(Clone)]
+struct Connection {
+    id: u64,
+    connections: Arc<Connections>,
+}
+
+impl Connection {
+    fn close(&self) {
+        if let Some(handle) = self.connections.lock().live.get(&self.id) {
+            let _ = handle.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TrackedListener>>
+    for Connection
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TrackedListener>) -> Self {
+        Connection {
+            id: stream.io().id,
+            connections: Arc::clone(&stream.io().connections),
         }
     }
 }

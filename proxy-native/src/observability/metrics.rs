@@ -38,6 +38,9 @@ pub const LLM_DURATION: &str = "switchyard_llm_request_duration_seconds";
 pub const LLM_TOKENS: &str = "switchyard_llm_tokens_total";
 /// Upstream failures, by `upstream_kind` (`llm`, `mcp`), `upstream` and `code`.
 pub const UPSTREAM_ERRORS: &str = "switchyard_upstream_errors_total";
+/// LLM upstream requests sent again after a failure, by `upstream` and `reason` (`unreachable`,
+/// `unavailable`, `rate_limited`).
+pub const UPSTREAM_RETRIES: &str = "switchyard_upstream_retries_total";
 /// Streams being relayed now, by `kind` (`chat`, `tool_call`).
 pub const ACTIVE_STREAMS: &str = "switchyard_active_streams";
 /// Live MCP sessions in the pool, by `server`.
@@ -284,11 +287,26 @@ impl Metrics {
         self.with(|| gauge!(CLUSTER_REDIS_UP).set(if up { 1.0 } else { 0.0 }));
     }
 
-    /// One limit check decided by the `policy` (`open`, `closed`) rather than by Redis; `check`
-    /// is `requests` or `tokens`.
+    /// One check decided by the `policy` (`open`, `closed`) rather than by Redis; `check` is
+    /// `requests`, `tokens` or `sessions` (an ended MCP gateway session).
     pub fn record_policy_decision(&self, check: &'static str, policy: &'static str) {
         self.with(|| {
             counter!(CLUSTER_POLICY_DECISIONS, "check" => check, "policy" => policy).increment(1);
+        });
+    }
+
+    /// One retry of an LLM upstream request; `reason` is one of `shared`'s fixed failure labels.
+    pub fn record_upstream_retry(&self, provider: &str, reason: &'static str) {
+        let Some(registry) = &self.0 else {
+            return;
+        };
+        let provider = if registry.providers.contains(provider) {
+            provider.to_owned()
+        } else {
+            UNKNOWN.to_owned()
+        };
+        self.with(|| {
+            counter!(UPSTREAM_RETRIES, "upstream" => provider, "reason" => reason).increment(1);
         });
     }
 
@@ -485,6 +503,10 @@ fn describe() {
     describe_counter!(
         UPSTREAM_ERRORS,
         "Upstream failures, by upstream kind, configured name and error code."
+    );
+    describe_counter!(
+        UPSTREAM_RETRIES,
+        "LLM upstream requests sent again after a failure, by configured name and reason."
     );
     describe_gauge!(ACTIVE_STREAMS, "Streams being relayed now, by kind.");
     describe_gauge!(MCP_SESSIONS, "Live MCP sessions in the pool, by server.");

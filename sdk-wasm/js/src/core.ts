@@ -348,6 +348,7 @@ export type {
   ProviderEndpoint,
   ProviderKind,
   ProxyOptions,
+  RetryOptions,
   ReadResourceResult,
   StreamEvent,
   ToolCall,

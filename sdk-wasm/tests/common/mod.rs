@@ -149,6 +149,7 @@ fn proxy_options() -> ProxyOptions {
         )
         .into(),
         api_key: None,
+        retry: None,
     }
 }
 
@@ -163,6 +164,7 @@ pub fn client(
         Mode::Direct => ClientOptions::Direct(DirectOptions {
             providers,
             mcp_servers,
+            retry: None,
         }),
         Mode::Proxy => ClientOptions::Proxy(proxy_options()),
     };
