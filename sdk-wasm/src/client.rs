@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use switchyard_shared::{
     ApiError, ChatAccumulator, ChatRequest, ChatResponse, ChatStreamDecoder, Decision, ErrorCode,
-    Failure, PreparedRequest, ProviderEndpoint, RetryPolicy, RouteTable, StreamEvent,
+    Failure, PreparedRequest, ProviderEndpoint, RetryPolicy, RouteTable, StreamEvent, WireFormat,
 };
 
 use crate::mcp::{McpRoutes, McpServerEndpoint};
@@ -156,11 +156,16 @@ impl ClientCore {
             let (result, failure) = match fetch::send(&prepared.http, signal).await {
                 Ok(resp) if (200..300).contains(&resp.status) => return Ok(resp),
                 Ok(resp) => {
-                    let failure = Failure::from_status(
-                        prepared.format,
-                        resp.status,
-                        resp.retry_after.as_deref(),
-                    );
+                    let failure = if prepared.format == WireFormat::Switchyard && !resp.json {
+                        // Not the proxy's own answer: a load balancer in front of it.
+                        Failure::from_gateway(resp.status)
+                    } else {
+                        Failure::from_status(
+                            prepared.format,
+                            resp.status,
+                            resp.retry_after.as_deref(),
+                        )
+                    };
                     (Ok(resp), failure)
                 }
                 // `fetch`'s bare TypeError, with the server found unreachable: nothing was sent.

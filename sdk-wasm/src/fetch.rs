@@ -37,6 +37,8 @@ pub(crate) struct Response {
     pub status: u16,
     /// The `Retry-After` header, when the server exposes it.
     pub retry_after: Option<String>,
+    /// Whether the body is JSON (by its `Content-Type`, which a page may always read).
+    pub json: bool,
     inner: web_sys::Response,
     /// Aborts this request alone (the caller's signal aborts it too).
     abort: AbortController,
@@ -81,9 +83,16 @@ pub(crate) async fn send(
     };
     let inner: web_sys::Response = resp.unchecked_into();
     let retry_after = inner.headers().get("retry-after").ok().flatten();
+    let json = inner
+        .headers()
+        .get("content-type")
+        .ok()
+        .flatten()
+        .is_some_and(|t| t.to_ascii_lowercase().contains("json"));
     Ok(Response {
         status: inner.status(),
         retry_after,
+        json,
         inner,
         abort,
     })

@@ -76,6 +76,17 @@ impl Failure {
         }
     }
 
+    /// Classifies a non-2xx answer to a request for the proxy that is not the proxy's own (its
+    /// errors are JSON): a gateway in front of it, such as a load balancer, answered because it
+    /// lost the instance that had the request or found none (502, 504), or is overloaded (503).
+    /// Another instance can answer, so these are retried.
+    pub fn from_gateway(status: u16) -> Failure {
+        match status {
+            502..=504 => Failure::Unavailable,
+            _ => Failure::Final,
+        }
+    }
+
     /// A short fixed label for logs and metrics.
     pub fn label(self) -> &'static str {
         match self {
@@ -199,6 +210,13 @@ mod tests {
         assert_eq!(f(503, None), Failure::Unavailable);
         assert_eq!(f(502, None), Failure::Final);
         assert_eq!(f(429, Some("1")), Failure::Final);
+        // Unless a gateway in front of the proxy answered instead of it.
+        for status in [502, 503, 504] {
+            assert_eq!(Failure::from_gateway(status), Failure::Unavailable);
+        }
+        for status in [400, 401, 404, 429, 500] {
+            assert_eq!(Failure::from_gateway(status), Failure::Final);
+        }
     }
 
     #[test]
