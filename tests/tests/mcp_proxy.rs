@@ -807,8 +807,11 @@ async fn a_client_leaving_a_stream_cancels_the_upstream_call() {
         counters.cancelled.load(Ordering::SeqCst) == 1
     })
     .await;
+    // A 2026-07-28 request has no session to post a notice in: the closed exchange is the
+    // whole cancellation.
+    assert_eq!(counters.cancel_notices.load(Ordering::SeqCst), 0);
 
-    // stdio
+    // stdio: the server is told, with `notifications/cancelled`.
     let mut response = h
         .stream("rmcp", "slow", json!({"steps": 100, "delay_ms": 50}))
         .await;
@@ -818,7 +821,8 @@ async fn a_client_leaving_a_stream_cancels_the_upstream_call() {
     ));
     drop(response);
     eventually("the stdio server saw the call cancelled", async || {
-        stats(&h, "rmcp").await["cancelled"] == 1
+        let stats = stats(&h, "rmcp").await;
+        stats["cancelled"] == 1 && stats["cancel_notices"] == 1
     })
     .await;
 }
