@@ -74,6 +74,16 @@ pub struct ServerConfig {
     /// 127.0.0.0/8, `::1`): a page whose own name resolves to 127.0.0.1 (DNS rebinding) must not
     /// be able to use the proxy.
     pub allowed_hosts: Vec<String>,
+    /// How long open requests (streams above all) may run on after SIGTERM or Ctrl-C, in
+    /// milliseconds; what is still open then is cut.
+    pub shutdown_grace_ms: u64,
+}
+
+impl ServerConfig {
+    /// [`ServerConfig::shutdown_grace_ms`] as a duration.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
 }
 
 impl Default for ServerConfig {
@@ -84,6 +94,7 @@ impl Default for ServerConfig {
             max_body_bytes: 1024 * 1024,
             demo_page: false,
             allowed_hosts: Vec::new(),
+            shutdown_grace_ms: 10_000,
         }
     }
 }

@@ -39,7 +39,7 @@ pub async fn serve(config: Config, listener: TcpListener) -> anyhow::Result<()> 
 }
 
 /// Serves `config` on `listener` until `stop` resolves, then drains open requests for at most
-/// [`shutdown::DRAIN_GRACE`].
+/// `[server] shutdown_grace_ms`.
 pub async fn serve_until(
     config: Config,
     listener: TcpListener,
@@ -77,7 +77,8 @@ pub async fn serve_until(
     let app = router(state.clone());
 
     tracing::info!(%addr, "serving");
-    let served = shutdown::serve_draining(listener, app, stop).await;
+    let grace = config.server.shutdown_grace();
+    let served = shutdown::serve_draining(listener, app, grace, stop).await;
     // Stdio MCP servers are child processes: stop them before the proxy exits.
     state.mcp().shutdown().await;
     served.context("server failed")

@@ -1,8 +1,9 @@
 //! Graceful shutdown: what asks the proxy to stop, and how long open requests may finish.
 //!
 //! On the signal the server stops accepting connections and lets open requests complete. Streams
-//! can last minutes, so draining is bounded by [`DRAIN_GRACE`]; after it the remaining requests
-//! are dropped, which also cancels their upstream requests.
+//! can last minutes, so draining is bounded by a grace period (`[server] shutdown_grace_ms`,
+//! 10 s by default); after it the remaining requests are dropped, which also cancels their
+//! upstream requests.
 
 use std::future::Future;
 use std::time::Duration;
@@ -14,9 +15,6 @@ use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-
-/// How long open requests may run on after the shutdown signal.
-pub const DRAIN_GRACE: Duration = Duration::from_secs(10);
 
 /// Resolves on Ctrl-C, or SIGTERM (what container runtimes send) on Unix.
 pub async fn signal() {
@@ -47,8 +45,7 @@ pub async fn signal() {
     }
 }
 
-/// Serves `app` until `stop` resolves, then lets open requests finish for at most
-/// [`DRAIN_GRACE`].
+/// Serves `app` until `stop` resolves, then lets open requests finish for at most `grace`.
 ///
 /// Each connection is served by hyper's HTTP/1 connection directly rather than through
 /// `axum::serve`, which costs an open connection (an open stream, above all) far more memory:
@@ -59,6 +56,7 @@ pub async fn signal() {
 pub(crate) async fn serve_draining(
     listener: TcpListener,
     app: Router,
+    grace: Duration,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stopping_tx, stopping_rx) = watch::channel(false);
@@ -101,12 +99,12 @@ pub(crate) async fn serve_draining(
             // The server ended without a signal.
             std::future::pending::<()>().await;
         }
-        tokio::time::sleep(DRAIN_GRACE).await;
+        tokio::time::sleep(grace).await;
     };
     tokio::select! {
         () = server => {}
         () = drain_deadline => {
-            tracing::warn!("requests still open {DRAIN_GRACE:?} after the shutdown signal; dropping them");
+            tracing::warn!("requests still open {grace:?} after the shutdown signal; dropping them");
         }
     }
     Ok(())
@@ -174,9 +172,14 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(serve_draining(listener, app, async {
-            let _ = stopped.await;
-        }));
+        let server = tokio::spawn(serve_draining(
+            listener,
+            app,
+            Duration::from_secs(10),
+            async {
+                let _ = stopped.await;
+            },
+        ));
         let client = reqwest::Client::new();
         // Leaves an idle keep-alive connection in the client's pool.
         let fast = client

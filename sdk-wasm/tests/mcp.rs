@@ -194,6 +194,59 @@ async fn aborting_a_tool_call_rejects_with_aborted(mode: Mode) {
     assert_eq!(result.unwrap_err().code, ErrorCode::Aborted);
 }
 
+/// The rmcp test server's counters (its `stats` tool) as `server`, reached in `mode`.
+async fn rmcp_stats(mode: Mode, server: &str) -> serde_json::Value {
+    let result = client(mode)
+        .mcp()
+        .call_tool(call(server, "stats", serde_json::json!({})), None, None)
+        .await
+        .unwrap();
+    serde_json::from_str(&text_of(&result)).unwrap()
+}
+
+/// Aborting a call stops it at the server, not only in the page: the server sees its `slow` call
+/// end early. Through the proxy (here to the rmcp server over stdio, a session) the server is
+/// told so with `notifications/cancelled`; directly, the stateless revision has no session to
+/// send a notice in, and the closed request is the cancellation.
+async fn aborting_a_tool_call_stops_it_at_the_server(mode: Mode) {
+    let server = match mode {
+        Mode::Direct => "stateless",
+        Mode::Proxy => "rmcp-stdio",
+    };
+    let before = rmcp_stats(mode, server).await;
+    let controller = web_sys::AbortController::new().unwrap();
+    let client = client(mode);
+    let mcp = client.mcp();
+    let signal = controller.signal();
+    let pending = mcp.call_tool(
+        call(
+            server,
+            "slow",
+            serde_json::json!({"steps": 50, "delay_ms": 100}),
+        ),
+        Some(&signal),
+        None,
+    );
+    let abort_soon = async {
+        sleep_ms(300).await;
+        controller.abort();
+    };
+    let (result, ()) = futures_join(pending, abort_soon).await;
+    assert_eq!(result.unwrap_err().code, ErrorCode::Aborted);
+    let count = |stats: &serde_json::Value, name: &str| stats[name].as_u64().unwrap();
+    let mut after = before.clone();
+    for _ in 0..40 {
+        after = rmcp_stats(mode, server).await;
+        let cancelled = count(&after, "cancelled") > count(&before, "cancelled");
+        let told = count(&after, "cancel_notices") > count(&before, "cancel_notices");
+        if cancelled && (told || matches!(mode, Mode::Direct)) {
+            return;
+        }
+        sleep_ms(50).await;
+    }
+    panic!("{server} did not see the call cancelled: before {before}, after {after}");
+}
+
 async fn the_stateless_revision_works_like_the_others(mode: Mode) {
     let client = client(mode);
     // Four items a page: lists longer than that prove the cursors were followed.
@@ -233,6 +286,7 @@ in_both_modes!(
     prompts_are_listed_and_filled,
     unknown_servers_and_tools_are_not_found,
     aborting_a_tool_call_rejects_with_aborted,
+    aborting_a_tool_call_stops_it_at_the_server,
     the_stateless_revision_works_like_the_others,
 );
 

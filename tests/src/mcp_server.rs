@@ -20,13 +20,13 @@ use std::time::Duration;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
-    DiscoverResult, GetPromptRequestParams, GetPromptResponse, GetPromptResult, Implementation,
-    InitializeRequestParams, InitializeResult, ListPromptsResult, ListResourcesResult,
-    ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, Prompt, PromptArgument,
-    PromptMessage, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Resource,
-    ResourceContents, Role, ServerCapabilities, ServerConfig,
+    CancelledNotificationParam, DiscoverResult, GetPromptRequestParams, GetPromptResponse,
+    GetPromptResult, Implementation, InitializeRequestParams, InitializeResult, ListPromptsResult,
+    ListResourcesResult, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
+    Prompt, PromptArgument, PromptMessage, ReadResourceRequestParams, ReadResourceResponse,
+    ReadResourceResult, Resource, ResourceContents, Role, ServerCapabilities, ServerConfig,
 };
-use rmcp::service::RequestContext;
+use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{
@@ -46,6 +46,8 @@ pub struct Counters {
     pub sessions: AtomicU64,
     /// `slow` calls that ended before their last step (cancelled or abandoned).
     pub cancelled: AtomicU64,
+    /// `notifications/cancelled` received: a client that gives up on a call says so.
+    pub cancel_notices: AtomicU64,
     /// Tool calls received.
     pub calls: AtomicU64,
     /// Whether `revealed` is listed yet (set by `reveal`). It can be called either way: a
@@ -198,12 +200,15 @@ impl TestServer {
         std::process::id().to_string()
     }
 
-    #[tool(description = "Counters: sessions opened, slow calls cancelled, tool calls received")]
+    #[tool(
+        description = "Counters: sessions opened, slow calls cancelled, cancellation notices and tool calls received"
+    )]
     fn stats(&self) -> String {
         let c = &self.counters;
         serde_json::json!({
             "sessions": c.sessions.load(Ordering::SeqCst),
             "cancelled": c.cancelled.load(Ordering::SeqCst),
+            "cancel_notices": c.cancel_notices.load(Ordering::SeqCst),
             "calls": c.calls.load(Ordering::SeqCst),
             "pid": std::process::id(),
         })
@@ -281,6 +286,14 @@ impl ServerHandler for TestServer {
             "switchyard-mcp-test-server",
             env!("CARGO_PKG_VERSION"),
         ))
+    }
+
+    async fn on_cancelled(
+        &self,
+        _notification: CancelledNotificationParam,
+        _context: NotificationContext<RoleServer>,
+    ) {
+        self.counters.cancel_notices.fetch_add(1, Ordering::SeqCst);
     }
 
     async fn initialize(

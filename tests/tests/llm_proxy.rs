@@ -334,15 +334,21 @@ async fn malformed_requests_are_refused() {
 
 #[tokio::test]
 async fn a_silent_upstream_times_out() {
+    // Two different values, so that each error shows which timeout fired.
     let h = start_with(Setup {
-        upstream: "first_byte_timeout_ms = 300\nidle_timeout_ms = 300",
+        upstream: "first_byte_timeout_ms = 300\nidle_timeout_ms = 400",
         ..Setup::default()
     })
     .await;
+    // No response headers: the first-byte timeout, for a chat and for a stream.
     let started = Instant::now();
     let (status, _, error, _) =
         error_of(h.post(paths::LLM_CHAT, &chat_body("fake/stall")).await).await;
     assert_eq!((status, error.code), (504, ErrorCode::UpstreamTimeout));
+    assert_eq!(
+        error.message,
+        "upstream 'fake' did not answer within 300 ms"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "{:?}",
@@ -352,20 +358,30 @@ async fn a_silent_upstream_times_out() {
     let (status, _, error, _) =
         error_of(h.post(paths::LLM_STREAM, &chat_body("fake/stall")).await).await;
     assert_eq!((status, error.code), (504, ErrorCode::UpstreamTimeout));
+    assert_eq!(
+        error.message,
+        "upstream 'fake' did not answer within 300 ms"
+    );
 
+    // Silence after the first chunk: the idle timeout, as the stream's last event.
+    let mut response = h
+        .post(paths::LLM_STREAM, &chat_body("fake/stall-stream"))
+        .await;
+    let (_, decoder) = read_until_text(&mut response, "partial").await;
     let started = Instant::now();
-    let events = events_of(
-        h.post(paths::LLM_STREAM, &chat_body("fake/stall-stream"))
-            .await,
-    )
-    .await;
-    assert_eq!(text_of(&events), "partial");
-    assert_eq!(terminal_error(&events), ErrorCode::UpstreamTimeout);
+    let rest = rest_within(Duration::from_secs(2), response, decoder).await;
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() >= Duration::from_millis(400),
         "{:?}",
         started.elapsed()
     );
+    match rest.last() {
+        Some(StreamEvent::Error { error }) => {
+            assert_eq!(error.code, ErrorCode::UpstreamTimeout);
+            assert_eq!(error.message, "upstream 'fake' sent nothing for 400 ms");
+        }
+        other => panic!("expected the idle timeout, got {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -387,6 +403,53 @@ async fn a_whole_exchange_is_bounded_by_the_request_timeout() {
     );
 }
 
+/// Reads a chat stream until its text is `text`; the events so far and the decoder.
+async fn read_until_text(
+    response: &mut reqwest::Response,
+    text: &str,
+) -> (Vec<StreamEvent>, ChatStreamDecoder) {
+    assert_eq!(response.status(), 200);
+    let mut decoder = ChatStreamDecoder::new(WireFormat::Switchyard, None);
+    let mut events = Vec::new();
+    while !text_of(&events).starts_with(text) {
+        let chunk = response
+            .chunk()
+            .await
+            .unwrap()
+            .expect("the stream ended early");
+        events.extend(decoder.push(&chunk));
+    }
+    (events, decoder)
+}
+
+/// The rest of a stream whose upstream is about to be cut: it must end, with a terminal event,
+/// within a second of the cut.
+async fn rest_after_cut(
+    response: reqwest::Response,
+    decoder: ChatStreamDecoder,
+) -> Vec<StreamEvent> {
+    rest_within(Duration::from_secs(1), response, decoder).await
+}
+
+/// The rest of a stream, which must end with a terminal event within `limit`.
+async fn rest_within(
+    limit: Duration,
+    mut response: reqwest::Response,
+    mut decoder: ChatStreamDecoder,
+) -> Vec<StreamEvent> {
+    let rest = async {
+        let mut events = Vec::new();
+        while let Some(chunk) = response.chunk().await.unwrap() {
+            events.extend(decoder.push(&chunk));
+        }
+        assert!(decoder.is_done(), "no terminal event: {events:?}");
+        events
+    };
+    tokio::time::timeout(limit, rest)
+        .await
+        .unwrap_or_else(|_| panic!("the stream did not end within {limit:?}"))
+}
+
 #[tokio::test]
 async fn a_cut_upstream_stream_ends_with_stream_interrupted() {
     let h = start().await;
@@ -398,13 +461,48 @@ async fn a_cut_upstream_stream_ends_with_stream_interrupted() {
     .await;
     assert_eq!(text_of(&events), "ab");
     assert_eq!(terminal_error(&events), ErrorCode::StreamInterrupted);
-    // The connection breaks mid-body.
-    let events = events_of(
-        h.post(paths::LLM_STREAM, &chat_body("fake/reset-stream"))
-            .await,
-    )
+    // The connection breaks mid-body, 50 ms after the last text: the client learns of it
+    // within a second (the read is bounded from the moment that text arrived, before the cut).
+    let mut response = h
+        .post(paths::LLM_STREAM, &chat_body("fake/reset-stream"))
+        .await;
+    let (_, decoder) = read_until_text(&mut response, "ab").await;
+    let rest = rest_after_cut(response, decoder).await;
+    assert_eq!(terminal_error(&rest), ErrorCode::StreamInterrupted);
+}
+
+#[tokio::test]
+async fn an_upstream_process_that_dies_mid_stream_ends_it_with_stream_interrupted() {
+    // The fake as a process of its own, so that it can be killed outright.
+    let mut upstream = tokio::process::Command::new(env!("CARGO_BIN_EXE_fake-llm"))
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = upstream.stdout.take().unwrap();
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let origin = line.strip_prefix("listening on ").unwrap().to_owned();
+    let h = start_with(Setup {
+        base_url: Some(format!("{origin}/v1")),
+        ..Setup::default()
+    })
     .await;
-    assert_eq!(terminal_error(&events), ErrorCode::StreamInterrupted);
+    // `long` writes 200 chunks, 20 ms apart.
+    let mut response = h.post(paths::LLM_STREAM, &chat_body("fake/long")).await;
+    let (_, decoder) = read_until_text(&mut response, "tok0 tok1 ").await;
+    upstream.start_kill().unwrap();
+    let rest = rest_after_cut(response, decoder).await;
+    assert_eq!(
+        terminal_error(&rest),
+        ErrorCode::StreamInterrupted,
+        "{rest:?}"
+    );
+    let _ = upstream.wait().await;
 }
 
 #[tokio::test]

@@ -807,8 +807,11 @@ async fn a_client_leaving_a_stream_cancels_the_upstream_call() {
         counters.cancelled.load(Ordering::SeqCst) == 1
     })
     .await;
+    // A 2026-07-28 request has no session to post a notice in: the closed exchange is the
+    // whole cancellation.
+    assert_eq!(counters.cancel_notices.load(Ordering::SeqCst), 0);
 
-    // stdio
+    // stdio: the server is told, with `notifications/cancelled`.
     let mut response = h
         .stream("rmcp", "slow", json!({"steps": 100, "delay_ms": 50}))
         .await;
@@ -818,7 +821,8 @@ async fn a_client_leaving_a_stream_cancels_the_upstream_call() {
     ));
     drop(response);
     eventually("the stdio server saw the call cancelled", async || {
-        stats(&h, "rmcp").await["cancelled"] == 1
+        let stats = stats(&h, "rmcp").await;
+        stats["cancelled"] == 1 && stats["cancel_notices"] == 1
     })
     .await;
 }
@@ -1053,6 +1057,12 @@ async fn unreachable_and_crashing_servers_are_502_with_backoff() {
     assert_eq!(status, 502);
     assert_eq!(error.retry_after, Some(1), "{error:?}");
     assert_eq!(retry_after.unwrap(), "1");
+    assert!(
+        error
+            .message
+            .starts_with("MCP server 'rmcp-down' is failing to start"),
+        "{error:?}"
+    );
 
     let (status, error) = error_of(h.call("rmcp-broken", "echo", json!({})).await).await;
     assert_eq!(
@@ -1069,4 +1079,159 @@ async fn unreachable_and_crashing_servers_are_502_with_backoff() {
         h.call_text("rmcp", "echo", json!({"message": "ok"})).await,
         "Echo: ok"
     );
+}
+
+/// A stdio server that fails on start until it is repaired: every start appends a line to
+/// `spawns`, and the script exits 1 until the file `repaired` exists, then runs the rmcp test
+/// server.
+struct FlakyServer {
+    dir: tempfile::TempDir,
+}
+
+impl FlakyServer {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let script = format!(
+            "echo start >> '{spawns}'\n[ -e '{repaired}' ] || exit 1\nexec '{RMCP_SERVER}' --stdio\n",
+            spawns = dir.path().join("spawns").display(),
+            repaired = dir.path().join("repaired").display(),
+        );
+        std::fs::write(dir.path().join("server.sh"), script).unwrap();
+        FlakyServer { dir }
+    }
+
+    /// The proxy's configuration entry for it.
+    fn toml(&self, name: &str) -> String {
+        format!(
+            "[[mcp_servers]]\nname = \"{name}\"\ntransport = \"stdio\"\ncommand = \"/bin/sh\"\nargs = [{:?}]\n",
+            self.dir.path().join("server.sh").display().to_string()
+        )
+    }
+
+    /// How many times it was started.
+    fn spawns(&self) -> usize {
+        std::fs::read_to_string(self.dir.path().join("spawns"))
+            .map_or(0, |text| text.lines().count())
+    }
+
+    fn repair(&self) {
+        std::fs::write(self.dir.path().join("repaired"), "").unwrap();
+    }
+}
+
+/// The value of the breaker gauge for `server` in the proxy's metrics.
+async fn breaker_open(proxy: &LoopbackProxy, server: &str) -> String {
+    let text = proxy.get("/metrics", &[]).await.text().await.unwrap();
+    let series = format!("switchyard_mcp_breaker_open{{server=\"{server}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+        .to_owned()
+}
+
+/// The delay, in seconds, that a breaker's error names ("... tried again in 0.4 s").
+fn retried_in(error: &ApiError) -> f64 {
+    let (_, rest) = error
+        .message
+        .split_once("tried again in ")
+        .unwrap_or_else(|| panic!("no delay in {error:?}"));
+    rest.trim_end_matches(" s").parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_server_failing_to_start_opens_a_breaker_that_closes_when_it_recovers() {
+    common::init_tracing();
+    let flaky = FlakyServer::new();
+    let config = Config::from_toml_str(&flaky.toml("flaky"), "breaker test").unwrap();
+    let proxy = LoopbackProxy::start(config, REQUEST_TIMEOUT).await;
+    let call = async || {
+        let body = json!({"server": "flaky", "name": "echo", "arguments": {"message": "hi"}});
+        proxy.post(paths::MCP_TOOL, &body).await
+    };
+    assert_eq!(breaker_open(&proxy, "flaky").await, "0");
+
+    // The first call starts the server, which exits.
+    let (status, error) = error_of(call().await).await;
+    assert_eq!((status, error.code), (502, ErrorCode::UpstreamError));
+    assert!(
+        error.message.contains("exited during start-up"),
+        "{error:?}"
+    );
+    assert_eq!(flaky.spawns(), 1);
+
+    // The breaker is open: calls are answered at once, say why and when, and start nothing.
+    for _ in 0..5 {
+        let response = call().await;
+        assert_eq!(response.headers()["retry-after"], "1");
+        let (status, error) = error_of(response).await;
+        assert_eq!((status, error.code), (502, ErrorCode::UpstreamError));
+        assert!(error.retryable);
+        assert!(
+            error
+                .message
+                .starts_with("MCP server 'flaky' is failing to start (1 failed attempts in a row"),
+            "{error:?}"
+        );
+        assert!(
+            error.message.contains("exited during start-up"),
+            "{error:?}"
+        );
+        assert!(retried_in(&error) <= 0.25, "{error:?}");
+    }
+    assert_eq!(flaky.spawns(), 1, "no start while the breaker is open");
+    assert_eq!(breaker_open(&proxy, "flaky").await, "1");
+
+    // After the delay one call tries again; it fails, and the next delay is twice as long.
+    let mut failures = 1;
+    while failures < 3 {
+        let (_, error) = error_of(call().await).await;
+        if error.message.contains("is failing to start") {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        failures += 1;
+        assert_eq!(flaky.spawns(), failures);
+        let (_, error) = error_of(call().await).await;
+        assert!(
+            error
+                .message
+                .contains(&format!("({failures} failed attempts in a row")),
+            "{error:?}"
+        );
+        // 0.25 s doubled per failure; the call above came a moment after the failed start.
+        let delay = 0.25 * f64::from(1 << (failures - 1));
+        let named = retried_in(&error);
+        assert!(
+            named > delay / 2.0 && named <= delay,
+            "{named} for {delay}: {error:?}"
+        );
+    }
+    assert_eq!(flaky.spawns(), 3);
+
+    // Repaired: after the delay the next call starts it and succeeds, and the breaker closes.
+    flaky.repair();
+    let started = Instant::now();
+    let answer = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the breaker never closed"
+        );
+        let response = call().await;
+        if response.status() == 200 {
+            break ok_json(response).await;
+        }
+        let (_, error) = error_of(response).await;
+        assert!(error.message.contains("is failing to start"), "{error:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(tool_text(&answer), "Echo: hi");
+    assert_eq!(flaky.spawns(), 4);
+    assert_eq!(breaker_open(&proxy, "flaky").await, "0");
+    for _ in 0..3 {
+        assert_eq!(
+            ok_json(call().await).await["content"][0]["text"],
+            "Echo: hi"
+        );
+    }
+    assert_eq!(flaky.spawns(), 4, "later calls use the running server");
 }

@@ -113,7 +113,17 @@ fn test() -> Result<()> {
         ])
     })?;
     report.step("unit and native end-to-end tests", || {
-        run::cargo(&["test", "--workspace", "--exclude", "switchyard-sdk-wasm"])
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        run::status(
+            run::command(&cargo)
+                .args(["test", "--workspace", "--exclude", "switchyard-sdk-wasm"])
+                // This build makes the proxy's binary too (its own tests run it); the suites
+                // in tests/ that run it as a process take it from here instead of building it.
+                .env(
+                    "SWITCHYARD_BIN",
+                    run::target_dir().join("debug").join("switchyard"),
+                ),
+        )
     })?;
     report.step(
         "end-to-end tests against a real LLM (Gemma 3 270M on llama.cpp)",

@@ -28,8 +28,9 @@ pub fn free_port() -> Result<u16> {
 /// The servers the browser suites talk to, and a proxy configured to reach all of them: the LLM
 /// test upstream as provider `fake`, the fake Anthropic and Gemini APIs as providers `anthropic`
 /// and `gemini`; MCP servers `everything` (the reference server over
-/// Streamable HTTP), `everything-stdio` (the same over stdio, which only the proxy can reach) and
-/// `stateless` (an rmcp server speaking the stateless 2026-07-28 revision).
+/// Streamable HTTP), `everything-stdio` (the same over stdio, which only the proxy can reach),
+/// `stateless` (an rmcp server speaking the stateless 2026-07-28 revision) and `rmcp-stdio` (the
+/// rmcp server over stdio, proxy only, whose `stats` show the cancellations it was sent).
 pub struct TestServers {
     children: Vec<Child>,
     /// The upstream's OpenAI-compatible base URL, `http://127.0.0.1:PORT/v1`.
@@ -185,7 +186,9 @@ impl TestServers {
                  [[mcp_servers]]\nname = \"everything\"\ntransport = \"streamable_http\"\nurl = \"{}\"\n\n\
                  [[mcp_servers]]\nname = \"stateless\"\ntransport = \"streamable_http\"\nurl = \"{}\"\n\n\
                  [[mcp_servers]]\nname = \"everything-stdio\"\ntransport = \"stdio\"\ncommand = \"node\"\n\
-                 args = [{}]\n",
+                 args = [{}]\n\n\
+                 [[mcp_servers]]\nname = \"rmcp-stdio\"\ntransport = \"stdio\"\ncommand = {:?}\n\
+                 args = [\"--stdio\"]\n",
                 origins.join(", "),
                 servers.upstream_url,
                 servers.anthropic_url,
@@ -193,6 +196,7 @@ impl TestServers {
                 servers.mcp_everything_url,
                 servers.mcp_stateless_url,
                 stdio_args.join(", "),
+                bin.join("mcp-test-server").to_string_lossy(),
             ),
         )?;
         let (child, origin) = spawn_listening(

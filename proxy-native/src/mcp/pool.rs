@@ -11,8 +11,11 @@
 //!   replaced on the next request. The request that finds it broken is retried once on the new
 //!   session when that is safe: the server never received it, or it only reads (list, read, get).
 //!   A tool call that reached a server which then died is not repeated, since it may have acted.
-//! - A server that cannot be started or reached is retried with exponential backoff; within the
-//!   backoff window requests fail at once with the last error and a `retry_after`.
+//! - A server that cannot be started or reached is retried with exponential backoff (0.25 s,
+//!   doubled per failure, at most 30 s): a circuit breaker. While it is open, requests fail at
+//!   once, without starting anything, with an error that says the server is failing to start
+//!   and when it is tried next (`retry_after`); the first request after the delay tries once
+//!   (concurrent ones wait for that try), and a start that succeeds closes the breaker.
 //! - A session unused for `idle_timeout_ms` is closed (a stdio server is stopped).
 //! - The tool list is cached per session and refreshed on `notifications/tools/list_changed`;
 //!   it answers "unknown tool" without calling the tool. (A server that does not announce changes
@@ -20,7 +23,7 @@
 //!   called unknown, so a tool it added later is not refused.)
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -85,6 +88,8 @@ struct Slot {
     state: tokio::sync::Mutex<SlotState>,
     /// Live sessions when last counted (see [`McpPool::session_counts`]).
     sessions_seen: AtomicUsize,
+    /// Whether its breaker was open when last looked at (see [`McpPool::failing_servers`]).
+    failing_seen: AtomicBool,
 }
 
 impl std::fmt::Debug for Slot {
@@ -466,6 +471,22 @@ impl McpPool {
             .collect()
     }
 
+    /// Whether each server's breaker is open (its last start failed and none has succeeded
+    /// since; for a `per_user` server, any user's), for the breaker gauge. Reading never waits,
+    /// like [`McpPool::session_counts`].
+    pub fn failing_servers(&self) -> Vec<(&str, bool)> {
+        self.servers
+            .iter()
+            .map(|server| {
+                let users = server
+                    .users
+                    .as_ref()
+                    .is_some_and(|users| lock(users).values().any(|slot| slot.is_failing()));
+                (&*server.shared.name, server.shared.is_failing() || users)
+            })
+            .collect()
+    }
+
     /// Closes every session (stopping stdio servers), waiting at most a few seconds; what is
     /// left is dropped, which kills the remaining child processes.
     pub async fn shutdown(&self) {
@@ -621,6 +642,7 @@ impl Slot {
             changes,
             state: tokio::sync::Mutex::new(SlotState::default()),
             sessions_seen: AtomicUsize::new(0),
+            failing_seen: AtomicBool::new(false),
         }
     }
 
@@ -638,6 +660,18 @@ impl Slot {
                 count
             }
             Err(_) => self.sessions_seen.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether its last start failed (the breaker is open); what was last seen while it is busy.
+    fn is_failing(&self) -> bool {
+        match self.state.try_lock() {
+            Ok(state) => {
+                let failing = state.failures > 0;
+                self.failing_seen.store(failing, Ordering::Relaxed);
+                failing
+            }
+            Err(_) => self.failing_seen.load(Ordering::Relaxed),
         }
     }
 
@@ -681,8 +715,18 @@ impl Slot {
             && let Some(wait) = retry_at.checked_duration_since(Instant::now())
             && let Some(error) = &state.last_error
         {
+            // The breaker is open: answer at once, and start nothing.
             let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            return Err(error.clone().with_retry_after(Some(seconds)));
+            let mut open = error.clone();
+            open.message = format!(
+                "MCP server '{}' is failing to start ({} failed attempts in a row, the last: {}); \
+                 it is tried again in {:.1} s",
+                self.name,
+                state.failures,
+                error.message,
+                wait.as_secs_f64()
+            );
+            return Err(open.with_retry_after(Some(seconds)));
         }
         let handler = HandlerState::new(
             Arc::clone(&self.name),
@@ -712,6 +756,9 @@ impl Slot {
         };
         match connected {
             Ok(connection) => {
+                if state.failures > 0 {
+                    tracing::info!(server = %self.name, user = self.user(), failures = state.failures, "MCP server started again: breaker closed");
+                }
                 let session = Arc::new(Session::new(Arc::clone(&self.name), connection, handler));
                 tracing::info!(
                     server = %self.name,
@@ -736,6 +783,14 @@ impl Slot {
                 let delay = BACKOFF_FIRST.saturating_mul(1 << exponent).min(BACKOFF_MAX);
                 state.retry_at = Some(Instant::now() + delay);
                 state.last_error = Some(error.clone());
+                tracing::warn!(
+                    server = %self.name,
+                    user = self.user(),
+                    failures = state.failures,
+                    retry_in_ms = delay.as_millis() as u64,
+                    error = %error.message,
+                    "MCP server failed to start: breaker open until the next attempt"
+                );
                 Err(error)
             }
         }

@@ -45,6 +45,10 @@ pub const UPSTREAM_RETRIES: &str = "switchyard_upstream_retries_total";
 pub const ACTIVE_STREAMS: &str = "switchyard_active_streams";
 /// Live MCP sessions in the pool, by `server`.
 pub const MCP_SESSIONS: &str = "switchyard_mcp_pool_sessions";
+/// 1 while an MCP server's breaker is open (it is failing to start), by `server`.
+pub const MCP_BREAKER_OPEN: &str = "switchyard_mcp_breaker_open";
+/// Tasks alive on the proxy's async runtime (requests, streams, sessions, background work).
+pub const RUNTIME_ALIVE_TASKS: &str = "switchyard_runtime_alive_tasks";
 /// MCP tool calls, by `server`, `stream` and `outcome`.
 pub const MCP_TOOL_CALLS: &str = "switchyard_mcp_tool_calls_total";
 /// Whole MCP tool calls, by `server`.
@@ -144,6 +148,7 @@ impl Metrics {
             }
             for server in &registry.servers {
                 gauge!(MCP_SESSIONS, "server" => server.clone()).set(0.0);
+                gauge!(MCP_BREAKER_OPEN, "server" => server.clone()).set(0.0);
             }
         });
         spawn_upkeep(Arc::downgrade(&registry));
@@ -162,16 +167,26 @@ impl Metrics {
         }
     }
 
-    /// The text exposition format, with the MCP session gauge set to `sessions` first; `None`
-    /// when metrics are off.
+    /// The text exposition format, with the MCP session gauge set to `sessions`, the breaker
+    /// gauge to `failing` and the runtime's task count read first; `None` when metrics are off.
     pub fn render<'a>(
         &self,
         sessions: impl IntoIterator<Item = (&'a str, usize)>,
+        failing: impl IntoIterator<Item = (&'a str, bool)>,
     ) -> Option<String> {
         let registry = self.0.as_ref()?;
         self.with(|| {
             for (server, count) in sessions {
                 gauge!(MCP_SESSIONS, "server" => server.to_owned()).set(count as f64);
+            }
+            for (server, open) in failing {
+                gauge!(MCP_BREAKER_OPEN, "server" => server.to_owned())
+                    .set(f64::from(u8::from(open)));
+            }
+            // A task left behind by a finished request or stream shows here as a count that
+            // does not come back down.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                gauge!(RUNTIME_ALIVE_TASKS).set(runtime.metrics().num_alive_tasks() as f64);
             }
         });
         Some(registry.handle.render())
@@ -510,6 +525,14 @@ fn describe() {
     );
     describe_gauge!(ACTIVE_STREAMS, "Streams being relayed now, by kind.");
     describe_gauge!(MCP_SESSIONS, "Live MCP sessions in the pool, by server.");
+    describe_gauge!(
+        MCP_BREAKER_OPEN,
+        "1 while an MCP server is failing to start and its starts are held back, by server."
+    );
+    describe_gauge!(
+        RUNTIME_ALIVE_TASKS,
+        "Tasks alive on the proxy's async runtime."
+    );
     describe_counter!(
         MCP_TOOL_CALLS,
         "MCP tool calls, by server, stream and outcome."
@@ -594,7 +617,7 @@ mod tests {
         );
         metrics.record_chat("no-slash", false, "bad_request", ok, None, None);
         metrics.record_tool_call("ghost-server", false, "not_found", ok, None);
-        let text = metrics.render([]).unwrap();
+        let text = metrics.render([], []).unwrap();
         assert!(
             text.contains(
                 r#"switchyard_llm_tokens_total{provider="local",model="llama3.2",kind="prompt"} 3"#
@@ -633,7 +656,7 @@ mod tests {
         );
         metrics.record_mcp_error("demo", ErrorCode::UpstreamError);
         metrics.record_mcp_error("demo", ErrorCode::NotFound);
-        let text = metrics.render([("demo", 1)]).unwrap();
+        let text = metrics.render([("demo", 1)], [("demo", true)]).unwrap();
         assert!(text.contains(
             r#"switchyard_upstream_errors_total{upstream_kind="llm",upstream="local",code="upstream_timeout"} 1"#
         ), "{text}");
@@ -642,6 +665,10 @@ mod tests {
         ), "{text}");
         assert!(
             text.contains(r#"switchyard_mcp_pool_sessions{server="demo"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"switchyard_mcp_breaker_open{server="demo"} 1"#),
             "{text}"
         );
         assert!(
@@ -656,13 +683,13 @@ mod tests {
         let first = metrics.stream_started(StreamKind::Chat);
         let second = metrics.stream_started(StreamKind::Chat);
         drop(first);
-        let text = metrics.render([]).unwrap();
+        let text = metrics.render([], []).unwrap();
         assert!(
             text.contains(r#"switchyard_active_streams{kind="chat"} 1"#),
             "{text}"
         );
         drop(second);
-        let text = metrics.render([]).unwrap();
+        let text = metrics.render([], []).unwrap();
         assert!(
             text.contains(r#"switchyard_active_streams{kind="chat"} 0"#),
             "{text}"
@@ -678,9 +705,9 @@ mod tests {
             200,
             Duration::from_millis(1),
         );
-        assert!(a.render([]).unwrap().contains("/healthz"));
-        assert!(!b.render([]).unwrap().contains("/healthz"));
-        assert!(Metrics::disabled().render([]).is_none());
+        assert!(a.render([], []).unwrap().contains("/healthz"));
+        assert!(!b.render([], []).unwrap().contains("/healthz"));
+        assert!(Metrics::disabled().render([], []).is_none());
     }
 
     #[test]

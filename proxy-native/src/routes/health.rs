@@ -57,7 +57,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
     let text = state
         .observability()
         .metrics()
-        .render(state.mcp().session_counts())
+        .render(state.mcp().session_counts(), state.mcp().failing_servers())
         .unwrap_or_default();
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],

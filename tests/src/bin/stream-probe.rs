@@ -458,6 +458,10 @@ async fn measure(args: MeasureArgs) -> anyhow::Result<()> {
 
 async fn hold(args: HoldArgs) -> anyhow::Result<()> {
     ensure!(args.count > 0, "--count must be positive");
+    // The harness sends SIGTERM (or the time runs out) when it has read what it needs, which
+    // may be at once after the `holding` line: the handler is in place before that line.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listening for SIGTERM")?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .build()?;
@@ -542,9 +546,6 @@ async fn hold(args: HoldArgs) -> anyhow::Result<()> {
         )?;
         stdout.flush()?;
     }
-    // The harness sends SIGTERM (or the time runs out) when it has read what it needs.
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("listening for SIGTERM")?;
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
