@@ -4,7 +4,8 @@
 #
 #   bench/run.sh                 all scenarios, then docs/BENCHMARKS.md and its charts
 #   bench/run.sh SCENARIO [ARG]  one of: chat [REQUESTS], stream [STREAMS], mcp [CALLS],
-#                                memory [COUNT...], sdk [CALLS], perf [SECONDS], report
+#                                memory [COUNT...], sdk [CALLS], perf [SECONDS], report,
+#                                soak [SECONDS] [RATE] (ten minutes; not part of `all`)
 #
 # (`cargo xtask bench [SCENARIO] [ARG]` runs this.) Results: bench/results/SCENARIO.json. A
 # scenario that fails is reported as failed and the others still run.
@@ -36,7 +37,7 @@ case "${1:-all}" in
     fi
     ;;
   report) python3 bench/report.py --write ;;
-  chat | stream | mcp | memory | sdk | perf)
+  chat | stream | mcp | memory | sdk | perf | soak)
     name="$1"; shift
     run_one "$name" "$@"
     python3 bench/report.py --write
