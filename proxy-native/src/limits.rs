@@ -310,14 +310,21 @@ impl Limiter {
     }
 
     /// With `[cluster]`, whether the client of MCP gateway session `id` ended it on any
-    /// instance. While Redis cannot be asked, only this instance's own record counts.
-    pub async fn gateway_session_ended(&self, id: &str) -> bool {
-        match &self.shared {
-            Some(shared) => shared.session_ended(id).await.unwrap_or_else(|_| {
+    /// instance. While Redis cannot be asked, `on_redis_unavailable` decides: `open` counts only
+    /// this instance's own record (not ended here), `closed` refuses (503 `unavailable`).
+    pub async fn gateway_session_ended(&self, id: &str) -> Result<bool, ApiError> {
+        let Some(shared) = &self.shared else {
+            return Ok(false);
+        };
+        match shared.session_ended(id).await {
+            Ok(ended) => Ok(ended),
+            Err(Unreachable) => {
                 shared.record_policy("sessions");
-                false
-            }),
-            None => false,
+                match shared.policy() {
+                    RedisUnavailable::Open => Ok(false),
+                    RedisUnavailable::Closed => Err(store_unavailable()),
+                }
+            }
         }
     }
 
@@ -445,7 +452,7 @@ fn tokens_over(settings: &LimitSettings, wait: Duration) -> ApiError {
 fn store_unavailable() -> ApiError {
     let mut error = ApiError::new(
         ErrorCode::Unavailable,
-        "the store that holds the shared rate limits cannot be reached; try again shortly",
+        "the store the proxy instances share (rate limits, ended sessions) cannot be reached; try again shortly",
     );
     error.retry_after = Some(cluster::PROBE_EVERY.as_secs().max(1));
     error

@@ -41,7 +41,7 @@ struct Instance {
 
 impl Instance {
     fn start(config: &Path) -> Instance {
-        let mut child = Command::new(BIN)
+        let child = Command::new(BIN)
             .args(["serve", "--config", config.to_str().unwrap()])
             .args(["--listen", "127.0.0.1:0"])
             .env("SWITCHYARD_SESSION_KEY", SESSION_KEY)
@@ -51,23 +51,22 @@ impl Instance {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
+        // Owned before anything can fail, so that a failed start kills it.
+        let mut process = Process(child);
+        let stdout = process.0.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let mut line = String::new();
             let _ = BufReader::new(stdout).read_line(&mut line);
             let _ = tx.send(line);
         });
-        let line = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap();
         let addr = line
             .trim()
             .strip_prefix("listening on http://")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_owned();
-        Instance {
-            process: Process(child),
-            addr,
-        }
+        Instance { process, addr }
     }
 
     /// Kills the process outright (SIGKILL), as a crash would.
@@ -173,7 +172,9 @@ struct Keys {
 }
 
 /// Requests per minute of the `metered` key, across all instances.
-const METERED_RPM: usize = 6;
+/// Few, so that the limit is still reached at the end of the test: the rate refills one
+/// request every 60 / `METERED_RPM` seconds.
+const METERED_RPM: usize = 3;
 
 /// The configuration both instances load.
 fn write_config(dir: &Path, redis: &RedisServer) -> (PathBuf, Keys) {

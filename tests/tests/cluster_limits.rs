@@ -71,7 +71,8 @@ async fn start(policy: &str) -> Cluster {
         [cluster]
         redis_url = "{url}"
         on_redis_unavailable = "{policy}"
-        redis_timeout_ms = 100
+        # Generous, so that a loaded machine's first connection (AUTH, script load) fits.
+        redis_timeout_ms = 1000
 
         [[providers]]
         name = "mock"
@@ -82,12 +83,15 @@ async fn start(policy: &str) -> Cluster {
         url = redis.url(),
     );
     let config = || Config::from_toml_str(&toml, "cluster test").unwrap();
-    Cluster {
+    let cluster = Cluster {
         a: LoopbackProxy::start(config(), Duration::from_secs(20)).await,
         b: LoopbackProxy::start(config(), Duration::from_secs(20)).await,
         redis,
         keys,
-    }
+    };
+    // Both have reached Redis before the first counted request.
+    wait_until_redis_is_up_on_both(&cluster).await;
+    cluster
 }
 
 fn hello() -> serde_json::Value {
@@ -295,7 +299,7 @@ async fn tokens_charged_on_one_instance_close_the_budget_on_the_other() {
     assert_limited(
         refused.expect("the token budget closed on A"),
         "40 LLM tokens per minute",
-        59..=60,
+        50..=60,
     )
     .await;
     // B has not answered this key once, and refuses it: chats and streams alike, before any
@@ -303,13 +307,13 @@ async fn tokens_charged_on_one_instance_close_the_budget_on_the_other() {
     assert_limited(
         chat(&c.b, &c.keys.frugal).await,
         "40 LLM tokens per minute",
-        59..=60,
+        50..=60,
     )
     .await;
     assert_limited(
         stream(&c.b, &c.keys.frugal).await,
         "40 LLM tokens per minute",
-        59..=60,
+        50..=60,
     )
     .await;
 }
@@ -333,7 +337,7 @@ async fn tokens_reported_by_a_stream_count_on_the_other_instance() {
     assert_limited(
         chat(&c.b, &c.keys.frugal).await,
         "40 LLM tokens per minute",
-        59..=60,
+        50..=60,
     )
     .await;
 }
@@ -450,7 +454,7 @@ async fn fail_closed_refuses_limited_callers_with_503_until_redis_is_back() {
 async fn a_redis_that_does_not_answer_is_given_up_on_after_the_timeout() {
     let mut c = start("closed").await;
     assert_eq!(chat(&c.a, &c.keys.slow).await.status(), 200);
-    // Hung, with its connections open: only the timeout (100 ms) ends the wait, and the request
+    // Hung, with its connections open: only the timeout (1 s) ends the wait, and the request
     // is answered by the policy rather than left waiting (the client gives up after 20 s).
     c.redis.pause();
     for proxy in [&c.a, &c.b] {

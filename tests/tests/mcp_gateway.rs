@@ -1025,10 +1025,11 @@ fn session_key_config(dir: &tempfile::TempDir) -> String {
 
 #[tokio::test]
 async fn a_session_its_client_left_frees_its_place_and_comes_back() {
-    let h = start_with("[mcp_gateway]\nsession_idle_timeout_ms = 300\nmax_sessions_per_user = 1\n")
-        .await;
+    let h =
+        start_with("[mcp_gateway]\nsession_idle_timeout_ms = 1000\nmax_sessions_per_user = 1\n")
+            .await;
     let left = open_session(&h, &h.proxy, &h.alice).await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     // The next opening sweeps: the left session's place is free again...
     let (session, _) = connect(&h, &h.alice, ProtocolVersion::V_2025_11_25).await;
     // ...so the left one, back, needs a place like an opening and finds none...

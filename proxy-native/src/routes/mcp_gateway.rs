@@ -40,6 +40,7 @@ use rmcp::transport::streamable_http_server::{SessionId, SessionManager};
 
 use self::sealed::{Handshakes, Sealer};
 use super::builtin_mcp::{http_config, json_rpc_error, read_message};
+use crate::error::AppError;
 use crate::identity::Identity;
 use crate::limits::Limiter;
 use crate::mcp::gateway::Gateway;
@@ -52,6 +53,10 @@ pub const GATEWAY_PATH: &str = "/mcp";
 
 /// Seconds a client refused for want of a session place is asked to wait.
 const FULL_RETRY_AFTER_SECONDS: u32 = 5;
+
+/// How long a restore may hold its reserved place before rmcp holds the session: rmcp gives
+/// a session's handshake a minute.
+const RESTORE_GRACE: Duration = Duration::from_secs(60);
 
 const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
 
@@ -123,12 +128,32 @@ struct Admission {
 struct Owner {
     identity: Identity,
     last_seen: Instant,
+    /// Set while a restore of the session is under way: rmcp holds it only once the restore
+    /// has begun, and until then the sweep must not take the place back.
+    restoring_since: Option<Instant>,
 }
 
 impl Admission {
     fn owners(&self) -> MutexGuard<'_, HashMap<SessionId, Owner>> {
         // Never held across an await.
         self.owners.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records a request of `identity` in `session`, adopting a session rmcp holds that has no
+    /// owner here yet; false when the session's owner is someone else.
+    fn touch(&self, session: &SessionId, identity: &Identity) -> bool {
+        let mut owners = self.owners();
+        let owner = owners.entry(Arc::clone(session)).or_insert_with(|| Owner {
+            identity: identity.clone(),
+            last_seen: Instant::now(),
+            restoring_since: None,
+        });
+        if owner.identity != *identity {
+            return false;
+        }
+        owner.last_seen = Instant::now();
+        owner.restoring_since = None;
+        true
     }
 
     /// Whether rmcp serves `session` in this process.
@@ -180,7 +205,12 @@ impl Admission {
             .collect();
         let idle: Vec<SessionId> = {
             let mut owners = self.owners();
-            owners.retain(|id, _| live.contains(id));
+            owners.retain(|id, owner| {
+                live.contains(id)
+                    || owner
+                        .restoring_since
+                        .is_some_and(|since| since.elapsed() < RESTORE_GRACE)
+            });
             owners
                 .iter()
                 .filter(|(_, owner)| owner.last_seen.elapsed() > self.idle)
@@ -188,6 +218,14 @@ impl Admission {
                 .collect()
         };
         for id in idle {
+            // Used again meanwhile: kept.
+            let still_idle = self
+                .owners()
+                .get(&id)
+                .is_some_and(|owner| owner.last_seen.elapsed() > self.idle);
+            if !still_idle {
+                continue;
+            }
             tracing::debug!("closing an MCP gateway session its client has not used");
             if let Err(error) = self.sessions.close_session(&id).await {
                 tracing::warn!(%error, "closing an idle MCP gateway session failed");
@@ -201,7 +239,7 @@ impl Admission {
 /// caller's (404); an `initialize` or a restore while the caller's or all session places are
 /// taken (503). Seals the ids of new sessions and opens those of later requests.
 async fn admit(State(admission): State<Admission>, request: Request, next: Next) -> Response {
-    let (mut request, message) = match read_message(request).await {
+    let (request, message) = match read_message(request).await {
         Ok(read) => read,
         Err(refusal) => return refusal,
     };
@@ -215,69 +253,8 @@ async fn admit(State(admission): State<Admission>, request: Request, next: Next)
         }
         _ => serde_json::Value::Null,
     };
-    if let Some(sealed) = request.headers().get(&MCP_SESSION_ID) {
-        let opened = sealed
-            .to_str()
-            .ok()
-            .and_then(|sealed| admission.sealer.open(sealed))
-            .filter(|opened| {
-                opened.belongs_to(&identity) && !admission.handshakes.ended(&opened.inner)
-            });
-        let Some((opened, inner)) = opened.and_then(|opened| {
-            let inner = HeaderValue::from_str(&opened.inner).ok()?;
-            Some((opened, inner))
-        }) else {
-            return session_not_found();
-        };
-        // Ended on another instance: known through the store the instances share, if any.
-        if admission.limiter.gateway_session_ended(&opened.inner).await {
-            return session_not_found();
-        }
-        request.headers_mut().insert(MCP_SESSION_ID, inner);
-        let session = SessionId::from(opened.inner.as_str());
-        let held = admission.holds(&session).await;
-        if request.method() == Method::DELETE {
-            admission.handshakes.end(&opened.inner, opened.expires);
-            admission
-                .limiter
-                .end_gateway_session(&opened.inner, opened.remaining())
-                .await;
-            admission.owners().remove(&session);
-            if !held {
-                // Ended where it is not held: nothing to close here. rmcp's answer to a DELETE.
-                return StatusCode::ACCEPTED.into_response();
-            }
-            return next.run(request).await;
-        }
-        if held {
-            if let Some(owner) = admission.owners().get_mut(&session) {
-                owner.last_seen = Instant::now();
-            }
-            return next.run(request).await;
-        }
-        // Opened elsewhere, or closed here when idle: rmcp restores it from the unsealed
-        // `initialize`, which takes a place like an opening.
-        {
-            let _opening = admission.opening.lock().await;
-            admission.sweep().await;
-            if let Some(refusal) = admission.refuse_when_full(&identity, request_id) {
-                return refusal;
-            }
-            // Reserved before rmcp holds it, so concurrent openings count it.
-            admission.owners().insert(
-                Arc::clone(&session),
-                Owner {
-                    identity,
-                    last_seen: Instant::now(),
-                },
-            );
-        }
-        let _offered = admission.handshakes.offer(&opened.inner, opened.init);
-        let response = next.run(request).await;
-        if !admission.holds(&session).await {
-            admission.owners().remove(&session);
-        }
-        return response;
+    if request.headers().contains_key(&MCP_SESSION_ID) {
+        return in_session(&admission, request, identity, request_id, next).await;
     }
     let initialize = matches!(&message, Some(ClientJsonRpcMessage::Request(request))
         if matches!(request.request, ClientRequest::InitializeRequest(_)));
@@ -286,7 +263,7 @@ async fn admit(State(admission): State<Admission>, request: Request, next: Next)
     }
     let _opening = admission.opening.lock().await;
     admission.sweep().await;
-    if let Some(refusal) = admission.refuse_when_full(&identity, request_id) {
+    if let Some(refusal) = admission.refuse_when_full(&identity, request_id.clone()) {
         return refusal;
     }
     let mut response = next.run(request).await;
@@ -312,23 +289,122 @@ async fn admit(State(admission): State<Admission>, request: Request, next: Next)
                 Owner {
                     identity,
                     last_seen: Instant::now(),
+                    restoring_since: None,
                 },
             );
             response
         }
         Err(error) => {
-            tracing::error!(%error, "MCP gateway session could not be sealed");
             if let Err(error) = admission.sessions.close_session(&session).await {
                 tracing::warn!(%error, "closing an unsealed MCP gateway session failed");
             }
+            if error.kind() == std::io::ErrorKind::InvalidInput {
+                return json_rpc_error(
+                    StatusCode::BAD_REQUEST,
+                    request_id,
+                    -32602,
+                    "the initialize request's client information and capabilities are too large to keep in a session",
+                );
+            }
+            tracing::error!(%error, "MCP gateway session could not be sealed");
             json_rpc_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                serde_json::Value::Null,
+                request_id,
                 -32603,
                 "the session could not be opened",
             )
         }
     }
+}
+
+/// A request in a session: its sealed id opened and checked, swapped for rmcp's own, and the
+/// session restored when it is not held here.
+async fn in_session(
+    admission: &Admission,
+    mut request: Request,
+    identity: Identity,
+    request_id: serde_json::Value,
+    next: Next,
+) -> Response {
+    let opened = request
+        .headers()
+        .get(&MCP_SESSION_ID)
+        .and_then(|sealed| sealed.to_str().ok())
+        .and_then(|sealed| admission.sealer.open(sealed))
+        .filter(|opened| {
+            opened.belongs_to(&identity) && !admission.handshakes.ended(&opened.inner)
+        });
+    let Some((opened, inner)) = opened.and_then(|opened| {
+        let inner = HeaderValue::from_str(&opened.inner).ok()?;
+        Some((opened, inner))
+    }) else {
+        return session_not_found();
+    };
+    // Ended on another instance: known through the store the instances share, if any.
+    match admission.limiter.gateway_session_ended(&opened.inner).await {
+        Ok(false) => {}
+        Ok(true) => return session_not_found(),
+        Err(error) => return AppError(error).into_response(),
+    }
+    request.headers_mut().insert(MCP_SESSION_ID, inner);
+    let session = SessionId::from(opened.inner.as_str());
+    if request.method() == Method::DELETE {
+        admission.handshakes.end(&opened.inner, opened.expires);
+        admission
+            .limiter
+            .end_gateway_session(&opened.inner, opened.remaining())
+            .await;
+        if !admission.holds(&session).await {
+            admission.owners().remove(&session);
+            // Ended where it is not held: nothing to close here. rmcp's answer to a DELETE.
+            return StatusCode::ACCEPTED.into_response();
+        }
+        let response = next.run(request).await;
+        if response.status().is_success() {
+            admission.owners().remove(&session);
+        }
+        return response;
+    }
+    // Offered for the whole request: should the session be closed (idle) between the check
+    // below and rmcp's own, rmcp restores it rather than answering 404.
+    let _offered = admission.handshakes.offer(&opened.inner, opened.init);
+    if admission.holds(&session).await {
+        if !admission.touch(&session, &identity) {
+            return session_not_found();
+        }
+        return next.run(request).await;
+    }
+    // Opened elsewhere, or closed here when idle: rmcp restores it from the unsealed
+    // `initialize`, which takes a place like an opening.
+    let reserved = {
+        let _opening = admission.opening.lock().await;
+        admission.sweep().await;
+        let mut reserved = false;
+        if !admission.owners().contains_key(&session) {
+            if let Some(refusal) = admission.refuse_when_full(&identity, request_id) {
+                return refusal;
+            }
+            // Reserved before rmcp holds it, so that concurrent openings count it and the
+            // sweep keeps it while the restore runs.
+            admission.owners().insert(
+                Arc::clone(&session),
+                Owner {
+                    identity: identity.clone(),
+                    last_seen: Instant::now(),
+                    restoring_since: Some(Instant::now()),
+                },
+            );
+            reserved = true;
+        }
+        reserved
+    };
+    let response = next.run(request).await;
+    if admission.holds(&session).await {
+        admission.touch(&session, &identity);
+    } else if reserved {
+        admission.owners().remove(&session);
+    }
+    response
 }
 
 /// What a request in a session that is not (or no longer) the caller's gets: rmcp's answer for

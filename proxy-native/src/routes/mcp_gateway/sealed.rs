@@ -10,7 +10,7 @@
 //! session it does not know from a [`SessionStore`]; [`Handshakes`] is that store, fed by the
 //! middleware with the state it unsealed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -32,9 +32,13 @@ const PREFIX: &str = "sy1.";
 /// Bound into every seal: a sealed id is only ever read back as one.
 const CONTEXT: &[u8] = b"switchyard mcp gateway session v1";
 const NONCE_LEN: usize = 24;
-/// Longer ids are refused before any decoding (rmcp's own ids are 36 characters; a sealed one
-/// grows with the client's `initialize`).
-const MAX_SEALED_LEN: usize = 8 * 1024;
+/// The longest sealed id: it grows with the client's `initialize` (a few hundred bytes for the
+/// usual clients), and a response header must fit a reverse proxy's header buffer (nginx's is
+/// 4 KiB by default). Longer ids are neither made nor decoded.
+const MAX_SEALED_LEN: usize = 3 * 1024;
+/// The most ended sessions remembered at once; past it, those whose ids expire soonest are
+/// forgotten first.
+const MAX_ENDED: usize = 100_000;
 
 /// Seals and opens session ids with one key.
 pub(super) struct Sealer {
@@ -123,20 +127,30 @@ impl Sealer {
         })
     }
 
-    /// The id a client is given for rmcp's session `inner`, opened by `owner` with `init`.
+    /// The id a client is given for rmcp's session `inner`, opened by `owner` with `init`; an
+    /// error of kind `InvalidInput` when the `initialize` is too large to travel in a header.
     pub fn seal(
         &self,
         inner: &str,
         owner: &Identity,
-        init: InitializeRequestParams,
+        mut init: InitializeRequestParams,
     ) -> std::io::Result<String> {
-        self.seal_contents(&Contents {
+        // Request metadata (a progress token, say) belongs to that one request, not the session.
+        init.meta = None;
+        let sealed = self.seal_contents(&Contents {
             sid: inner.to_owned(),
             user: owner.user.to_string(),
             via: owner.via.into(),
             exp: now().saturating_add(u64::try_from(self.max_age.as_millis()).unwrap_or(u64::MAX)),
             init,
-        })
+        })?;
+        if sealed.len() > MAX_SEALED_LEN {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the client's initialize is too large for a session id",
+            ));
+        }
+        Ok(sealed)
     }
 
     fn seal_contents(&self, contents: &Contents) -> std::io::Result<String> {
@@ -197,7 +211,31 @@ pub(super) struct Handshakes {
     opened: Mutex<HashMap<String, InitializeRequestParams>>,
     restoring: Mutex<HashMap<String, InitializeRequestParams>>,
     /// Sessions their clients ended (`DELETE`), until their ids would have expired anyway.
-    ended: Mutex<HashMap<String, u64>>,
+    ended: Mutex<Ended>,
+}
+
+/// Ended sessions, by id and by expiry, so that forgetting the expired ones costs nothing on
+/// the requests that only ask.
+#[derive(Default)]
+struct Ended {
+    expiry_of: HashMap<String, u64>,
+    by_expiry: BTreeSet<(u64, String)>,
+}
+
+impl Ended {
+    fn forget_expired(&mut self, now: u64) {
+        while let Some((expires, _)) = self.by_expiry.first()
+            && *expires <= now
+        {
+            self.forget_first();
+        }
+    }
+
+    fn forget_first(&mut self) {
+        if let Some((_, id)) = self.by_expiry.pop_first() {
+            self.expiry_of.remove(&id);
+        }
+    }
 }
 
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -223,14 +261,21 @@ impl Handshakes {
     /// Whether the client of session `inner` ended it.
     pub fn ended(&self, inner: &str) -> bool {
         let mut ended = locked(&self.ended);
-        let now = now();
-        ended.retain(|_, expires| *expires > now);
-        ended.contains_key(inner)
+        ended.forget_expired(now());
+        ended.expiry_of.contains_key(inner)
     }
 
     /// Records that the client ended session `inner`, whose id is valid until `expires`.
     pub fn end(&self, inner: &str, expires: u64) {
-        locked(&self.ended).insert(inner.to_owned(), expires);
+        let mut ended = locked(&self.ended);
+        ended.forget_expired(now());
+        if let Some(earlier) = ended.expiry_of.insert(inner.to_owned(), expires) {
+            ended.by_expiry.remove(&(earlier, inner.to_owned()));
+        }
+        ended.by_expiry.insert((expires, inner.to_owned()));
+        while ended.expiry_of.len() > MAX_ENDED {
+            ended.forget_first();
+        }
     }
 }
 
@@ -348,6 +393,28 @@ mod tests {
             .seal_contents(&expired(now().saturating_sub(1)))
             .unwrap();
         assert!(sealer.open(&dead).is_none());
+    }
+
+    #[test]
+    fn an_initialize_too_large_for_a_header_is_refused() {
+        let mut big = init();
+        big.client_info.name = "x".repeat(MAX_SEALED_LEN);
+        let error = sealer(1).seal("s", &alice(), big).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn ended_sessions_are_forgotten_when_their_ids_expire() {
+        let handshakes = Handshakes::default();
+        handshakes.end("gone", now().saturating_sub(1));
+        handshakes.end("ended", now() + 60_000);
+        assert!(!handshakes.ended("gone"));
+        assert!(handshakes.ended("ended"));
+        assert!(!handshakes.ended("other"));
+        // Ended again with a later expiry: one entry, the later expiry.
+        handshakes.end("ended", now() + 120_000);
+        let ended = locked(&handshakes.ended);
+        assert_eq!((ended.expiry_of.len(), ended.by_expiry.len()), (1, 1));
     }
 
     #[test]
