@@ -79,6 +79,7 @@ before(async () => {
         direct: {
           mode: "direct",
           providers: [{ name: "fake", kind: "openai", baseUrl: upstream, apiKey: upstreamKey }],
+          allowBrowserSecrets: true,
           mcpServers: [
             { name: "everything", url: mcpEverything },
             { name: "stateless", url: mcpStateless },
