@@ -579,3 +579,57 @@ fn the_token_settings_are_checked() {
         assert!(e.contains(names), "{extra}: {e}");
     }
 }
+
+#[tokio::test]
+async fn a_jwt_user_mints_tokens_for_the_same_user() {
+    use jsonwebtoken::jwk::{Jwk, JwkSet};
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    const SECRET: &[u8] = b"the tokens suite's HMAC secret..";
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    let mut jwk =
+        Jwk::from_encoding_key(&EncodingKey::from_secret(SECRET), Algorithm::HS256).unwrap();
+    jwk.common.key_id = Some("hs".to_owned());
+    std::fs::write(
+        &jwks,
+        serde_json::to_string(&JwkSet { keys: vec![jwk] }).unwrap(),
+    )
+    .unwrap();
+    let h = start_with(&format!(
+        "[auth.jwt]\nissuer = \"https://id.test/\"\naudience = \"switchyard\"\njwks_file = {:?}\n\
+         algorithms = [\"HS256\"]\nmodels = [\"mock/demo\"]\nmcp = []\n",
+        jwks.to_string_lossy()
+    ))
+    .await;
+    let now = unix_now();
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some("hs".to_owned());
+    let jwt = jsonwebtoken::encode(
+        &header,
+        &json!({"sub": "jwt-user", "iss": "https://id.test/", "aud": "switchyard", "iat": now, "exp": now + 600}),
+        &EncodingKey::from_secret(SECRET),
+    )
+    .unwrap();
+    let answer = h.mint(&jwt, &json!({})).await;
+    assert_eq!(
+        answer["scopes"],
+        json!({"models": ["mock/demo"], "mcp": []})
+    );
+    let token = answer["token"].as_str().unwrap();
+    assert_eq!(h.chat(token, "mock/demo").await.status(), 200);
+    refused(
+        h.chat(token, "mock/other").await,
+        403,
+        ErrorCode::Forbidden,
+        &[],
+    )
+    .await;
+    refused(
+        h.post_as(Some(&jwt), paths::TOKENS, &json!({"models": ["mock/*"]}))
+            .await,
+        403,
+        ErrorCode::Forbidden,
+        &[],
+    )
+    .await;
+}
