@@ -60,6 +60,15 @@ impl Identity {
     /// The user name of requests when no authentication is configured.
     pub const ANONYMOUS: &'static str = "anonymous";
 
+    /// The identity per-user state is kept under: a minted token's is its principal's, so that
+    /// a token and the credential it was minted with share per-user MCP sessions.
+    pub fn principal(&self) -> Identity {
+        Identity {
+            user: Arc::clone(&self.user),
+            via: self.via.principal(),
+        }
+    }
+
     /// The identity of every request when the proxy requires no authentication.
     pub fn anonymous() -> Self {
         Identity {
