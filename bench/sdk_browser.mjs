@@ -75,6 +75,7 @@ try {
       const direct = sdk.createClient({
         mode: "direct",
         providers: [{ name: "fake", kind: "openai", baseUrl: upstream, apiKey: upstreamKey }],
+        allowBrowserSecrets: true,
       });
       const proxied = sdk.createClient({ mode: "proxy", baseUrl: proxy });
       await direct.ready();

@@ -19,7 +19,7 @@ use switchyard_shared::{ProviderKind, RetryPolicy};
 
 use crate::mock::MockScript;
 
-pub use auth::{AuthConfig, JwtConfig, KeyConfig, Limits};
+pub use auth::{AuthConfig, JwtConfig, KeyConfig, Limits, TokensConfig};
 pub use cluster::{ClusterConfig, RedisUnavailable, RedisUrl};
 pub use embedded::embedded_default;
 pub use mcp::{BuiltinServer, Isolation, McpServerConfig, PASSED_THROUGH_ENV};
@@ -472,6 +472,13 @@ impl Config {
         }
         mcp::check_and_resolve(&mut config.mcp_servers, origin)?;
         config.mcp_gateway.session_key = read_session_key(&config.mcp_gateway, origin)?;
+        let tokens = &config.auth.tokens;
+        config.auth.tokens.signing_key = read_key(
+            tokens.signing_key_env.as_deref(),
+            tokens.signing_key_file.as_deref(),
+            "auth.tokens.signing_key",
+            origin,
+        )?;
         Ok(config)
     }
 
@@ -788,31 +795,47 @@ fn read_api_key(
 }
 
 fn read_session_key(g: &McpGatewayConfig, origin: &str) -> Result<Option<SessionKey>, ConfigError> {
-    let (key, text) = match (&g.session_key_env, &g.session_key_file) {
-        (Some(_), Some(_)) => {
-            return Err(ConfigError::invalid(
-                origin,
-                "mcp_gateway.session_key_file",
-                "set either session_key_env or session_key_file, not both",
-            ));
-        }
-        (Some(var), None) => (
-            "mcp_gateway.session_key_env",
+    if g.session_key_env.is_some() && g.session_key_file.is_some() {
+        return Err(ConfigError::invalid(
+            origin,
+            "mcp_gateway.session_key_file",
+            "set either session_key_env or session_key_file, not both",
+        ));
+    }
+    read_key(
+        g.session_key_env.as_deref(),
+        g.session_key_file.as_deref(),
+        "mcp_gateway.session_key",
+        origin,
+    )
+}
+
+/// A 32-byte key from the environment variable `env` or the file `file` (`<field>_env`,
+/// `<field>_file` in errors); `None` when neither is set.
+fn read_key(
+    env: Option<&str>,
+    file: Option<&Path>,
+    field: &str,
+    origin: &str,
+) -> Result<Option<SessionKey>, ConfigError> {
+    let (key, text) = match (env, file) {
+        (Some(var), _) => (
+            format!("{field}_env"),
             // The value is never put into a message, only the variable's name.
             std::env::var(var).map_err(|_| {
                 ConfigError::invalid(
                     origin,
-                    "mcp_gateway.session_key_env",
+                    format!("{field}_env"),
                     format!("environment variable {var} is not set (or not valid UTF-8)"),
                 )
             })?,
         ),
         (None, Some(path)) => (
-            "mcp_gateway.session_key_file",
+            format!("{field}_file"),
             std::fs::read_to_string(path).map_err(|e| {
                 ConfigError::invalid(
                     origin,
-                    "mcp_gateway.session_key_file",
+                    format!("{field}_file"),
                     format!("cannot read {}: {e}", path.display()),
                 )
             })?,

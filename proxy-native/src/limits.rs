@@ -45,9 +45,10 @@ pub use crate::config::Limits as LimitSettings;
 /// The budget of the caller of `request` (set by the authentication layer), as the key its
 /// budget is kept under: a key and a JWT subject of the same name do not share one.
 fn budget_key(identity: &Identity) -> Arc<str> {
-    let via = match identity.via {
+    // A minted token spends its principal's budget: minting never adds one.
+    let via = match identity.via.principal() {
         IdentitySource::Anonymous => "anonymous",
-        IdentitySource::ApiKey => "key",
+        IdentitySource::ApiKey | IdentitySource::Token(_) => "key",
         IdentitySource::Jwt => "jwt",
     };
     Arc::from(format!("{via}:{}", identity.user))
@@ -58,6 +59,8 @@ fn budget_key(identity: &Identity) -> Arc<str> {
 pub struct Budget {
     key: Arc<str>,
     limits: LimitSettings,
+    /// A minted token's own narrower budget, spent as well as its principal's.
+    token: Option<(Arc<str>, LimitSettings)>,
 }
 
 impl Budget {
@@ -65,9 +68,14 @@ impl Budget {
     pub fn of(extensions: &axum::http::Extensions) -> Option<Self> {
         let identity = extensions.get::<Identity>()?;
         let grants = extensions.get::<Arc<Grants>>()?;
+        let token = grants.minted.as_ref().and_then(|minted| {
+            let limits = minted.limits?;
+            Some((Arc::from(format!("token:{}", minted.id)), limits))
+        });
         Some(Budget {
             key: budget_key(identity),
             limits: grants.limits,
+            token,
         })
     }
 
@@ -76,6 +84,7 @@ impl Budget {
         Budget {
             key: Arc::from("anonymous"),
             limits: LimitSettings::default(),
+            token: None,
         }
     }
 }
@@ -208,6 +217,8 @@ impl TokenWindow {
 #[derive(Debug)]
 pub struct StreamPermit {
     _permit: Option<OwnedSemaphorePermit>,
+    /// A minted token's place among its own open streams.
+    _token: Option<OwnedSemaphorePermit>,
 }
 
 impl Limiter {
@@ -231,13 +242,18 @@ impl Limiter {
     /// Whether admitting a request of `budget` means asking Redis (see [`Self::admit_shared`]);
     /// otherwise [`Self::admit`] decides at once.
     pub fn asks_store(&self, budget: &Budget) -> bool {
+        let asks = |limits: &LimitSettings| {
+            limits.requests_per_minute.is_some() || limits.tokens_per_minute.is_some()
+        };
         self.shared.is_some()
-            && (budget.limits.requests_per_minute.is_some()
-                || budget.limits.tokens_per_minute.is_some())
+            && (asks(&budget.limits) || budget.token.as_ref().is_some_and(|(_, l)| asks(l)))
     }
 
     /// Admits one request within `budget` in process, or says when to retry.
     pub fn admit(&self, budget: &Budget) -> Result<(), ApiError> {
+        if let Some((key, limits)) = &budget.token {
+            self.admit_request(key, limits)?;
+        }
         self.admit_request(&budget.key, &budget.limits)
     }
 
@@ -245,17 +261,28 @@ impl Limiter {
     /// cannot be asked, `on_redis_unavailable` decides: `open` admits within this instance's own
     /// count ([`Self::admit`]), `closed` refuses with `503 unavailable`.
     pub async fn admit_shared(&self, budget: &Budget) -> Result<(), ApiError> {
+        if let Some((key, limits)) = &budget.token {
+            self.admit_shared_one(key, limits).await?;
+        }
+        self.admit_shared_one(&budget.key, &budget.limits).await
+    }
+
+    async fn admit_shared_one(
+        &self,
+        key: &Arc<str>,
+        limits: &LimitSettings,
+    ) -> Result<(), ApiError> {
         let Some(shared) = &self.shared else {
-            return self.admit(budget);
+            return self.admit_request(key, limits);
         };
-        match shared.admit(&budget.key, &budget.limits).await {
+        match shared.admit(key, limits).await {
             Ok(Verdict::Admitted) => Ok(()),
-            Ok(Verdict::TokensOver(wait)) => Err(tokens_over(&budget.limits, wait)),
-            Ok(Verdict::RequestsOver(wait)) => Err(requests_over(&budget.limits, wait)),
+            Ok(Verdict::TokensOver(wait)) => Err(tokens_over(limits, wait)),
+            Ok(Verdict::RequestsOver(wait)) => Err(requests_over(limits, wait)),
             Err(Unreachable) => {
                 shared.record_policy("requests");
                 match shared.policy() {
-                    RedisUnavailable::Open => self.admit(budget),
+                    RedisUnavailable::Open => self.admit_request(key, limits),
                     RedisUnavailable::Closed => Err(store_unavailable()),
                 }
             }
@@ -264,12 +291,29 @@ impl Limiter {
 
     /// Takes a place for one more open stream within `budget`.
     pub fn stream(&self, budget: &Budget) -> Result<StreamPermit, ApiError> {
-        self.open_stream(&budget.key, &budget.limits)
+        let token = match &budget.token {
+            Some((key, limits)) => self.open_stream(key, limits)?,
+            None => None,
+        };
+        Ok(StreamPermit {
+            _permit: self.open_stream(&budget.key, &budget.limits)?,
+            _token: token,
+        })
     }
 
     /// Counts `tokens` an answer used against `budget`; with `[cluster]`, on a task of its own
     /// (a stream's observer cannot wait).
     pub fn tokens(self: &Arc<Self>, budget: &Budget, tokens: u64) {
+        if let Some((key, limits)) = &budget.token {
+            self.tokens(
+                &Budget {
+                    key: Arc::clone(key),
+                    limits: *limits,
+                    token: None,
+                },
+                tokens,
+            );
+        }
         if self.shared.is_none() || budget.limits.tokens_per_minute.is_none() || tokens == 0 {
             return self.record_tokens(&budget.key, &budget.limits, tokens);
         }
@@ -287,14 +331,21 @@ impl Limiter {
     /// that the caller's next request sees them on every instance. While Redis cannot be asked,
     /// they are counted in process (which is what `open` decides by then).
     pub async fn charge(&self, budget: &Budget, tokens: u64) {
+        if let Some((key, limits)) = &budget.token {
+            self.charge_one(key, limits, tokens).await;
+        }
+        self.charge_one(&budget.key, &budget.limits, tokens).await;
+    }
+
+    async fn charge_one(&self, key: &Arc<str>, limits: &LimitSettings, tokens: u64) {
         match &self.shared {
-            Some(shared) if budget.limits.tokens_per_minute.is_some() && tokens > 0 => {
-                if shared.charge(&budget.key, tokens).await.is_err() {
+            Some(shared) if limits.tokens_per_minute.is_some() && tokens > 0 => {
+                if shared.charge(key, tokens).await.is_err() {
                     shared.record_policy("tokens");
-                    self.record_tokens(&budget.key, &budget.limits, tokens);
+                    self.record_tokens(key, limits, tokens);
                 }
             }
-            _ => self.record_tokens(&budget.key, &budget.limits, tokens),
+            _ => self.record_tokens(key, limits, tokens),
         }
     }
 
@@ -360,18 +411,16 @@ impl Limiter {
         &self,
         user: &Arc<str>,
         settings: &LimitSettings,
-    ) -> Result<StreamPermit, ApiError> {
+    ) -> Result<Option<OwnedSemaphorePermit>, ApiError> {
         if settings.concurrent_streams.is_none() {
-            return Ok(StreamPermit { _permit: None });
+            return Ok(None);
         }
         let budget = self.budget(user, settings);
         let Some(streams) = &budget.streams else {
-            return Ok(StreamPermit { _permit: None });
+            return Ok(None);
         };
         match Arc::clone(streams).try_acquire_owned() {
-            Ok(permit) => Ok(StreamPermit {
-                _permit: Some(permit),
-            }),
+            Ok(permit) => Ok(Some(permit)),
             Err(_) => {
                 let limit = settings.concurrent_streams.map_or(0, NonZeroU32::get);
                 // A stream ends when it ends; a second is a reasonable time to look again.

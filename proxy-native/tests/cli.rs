@@ -581,6 +581,10 @@ async fn the_example_configurations_start() {
                     "SWITCHYARD_SESSION_KEY",
                     "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=",
                 ),
+                (
+                    "SWITCHYARD_TOKEN_KEY",
+                    "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+                ),
             ],
         );
         let health = reqwest::get(format!("{base}/healthz")).await.unwrap();

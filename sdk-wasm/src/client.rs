@@ -42,6 +42,36 @@ pub struct DirectOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[tsify(optional)]
     pub retry: Option<RetryOptions>,
+    /// Accept a provider `apiKey` in the page, where anyone using it can read the key; without
+    /// it such a client is refused, since proxy mode (or a short-lived proxy token) keeps the key
+    /// off the page.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[tsify(optional)]
+    pub allow_browser_secrets: bool,
+}
+
+impl DirectOptions {
+    /// `400 bad_request` when a provider has an API key and `allowBrowserSecrets` is not set: a
+    /// key in a page is readable by everyone who loads the page.
+    fn check_secrets(&self) -> Result<(), ApiError> {
+        if self.allow_browser_secrets {
+            return Ok(());
+        }
+        let Some(provider) = self
+            .providers
+            .iter()
+            .find(|p| p.api_key.as_deref().is_some_and(|k| !k.is_empty()))
+        else {
+            return Ok(());
+        };
+        Err(ApiError::bad_request(format!(
+            "provider \"{}\" has an apiKey in direct mode, where anyone using this page can read \
+             it; use mode \"proxy\" so the key stays on the server (or give the page a \
+             short-lived token from the proxy's POST /api/tokens), or set \
+             allowBrowserSecrets: true to accept the risk",
+            switchyard_shared::error::truncate(&provider.name, 100)
+        )))
+    }
 }
 
 /// Options of proxy mode.
@@ -120,11 +150,14 @@ impl ClientCore {
     /// Checks the options and builds the routing tables for their mode.
     pub fn new(options: ClientOptions) -> Result<Self, ApiError> {
         let (routes, mcp, retry) = match options {
-            ClientOptions::Direct(d) => (
-                RouteTable::direct(d.providers)?,
-                McpRoutes::direct(d.mcp_servers)?,
-                d.retry,
-            ),
+            ClientOptions::Direct(d) => {
+                d.check_secrets()?;
+                (
+                    RouteTable::direct(d.providers)?,
+                    McpRoutes::direct(d.mcp_servers)?,
+                    d.retry,
+                )
+            }
             ClientOptions::Proxy(p) => {
                 let routes = RouteTable::proxy(&p.base_url, p.api_key.clone())?;
                 let base_url = match &routes {

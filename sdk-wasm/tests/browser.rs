@@ -401,6 +401,8 @@ in_both_modes!(
 async fn retries_can_be_turned_off() {
     // Directly only: through the proxy, the proxy's own setting decides.
     let client = ClientCore::new(ClientOptions::Direct(DirectOptions {
+        // The test providers carry keys, as real ones would.
+        allow_browser_secrets: true,
         providers: vec![fake_provider()],
         mcp_servers: Vec::new(),
         retry: Some(RetryOptions {
@@ -422,6 +424,7 @@ async fn retries_can_be_turned_off() {
 #[wasm_bindgen_test]
 fn retry_options_are_checked() {
     let e = ClientCore::new(ClientOptions::Direct(DirectOptions {
+        allow_browser_secrets: false,
         providers: Vec::new(),
         mcp_servers: Vec::new(),
         retry: Some(RetryOptions {
@@ -434,9 +437,150 @@ fn retry_options_are_checked() {
     assert_eq!(e.code, ErrorCode::BadRequest);
 }
 
+/// Direct-mode options with `providers` and the browser-secrets flag as given.
+fn direct_options(providers: Vec<ProviderEndpoint>, allow_browser_secrets: bool) -> ClientOptions {
+    ClientOptions::Direct(DirectOptions {
+        allow_browser_secrets,
+        providers,
+        mcp_servers: Vec::new(),
+        retry: None,
+    })
+}
+
+#[wasm_bindgen_test]
+fn a_provider_key_in_direct_mode_is_refused_without_the_flag() {
+    let e = ClientCore::new(direct_options(vec![fake_provider()], false))
+        .err()
+        .expect("refused");
+    assert_eq!(e.code, ErrorCode::BadRequest);
+    assert_eq!(e.code.http_status(), 400);
+    for part in [
+        "\"fake\"",
+        "anyone using this page",
+        "proxy",
+        "/api/tokens",
+        "allowBrowserSecrets",
+    ] {
+        assert!(
+            e.message.contains(part),
+            "{part:?} missing in: {}",
+            e.message
+        );
+    }
+    // The refusal names the risk; it never repeats the key.
+    let key = fake_provider().api_key.expect("a key");
+    assert!(!e.message.contains(&key), "{}", e.message);
+}
+
+#[wasm_bindgen_test]
+async fn a_provider_key_in_direct_mode_is_accepted_with_the_flag() {
+    let client = ClientCore::new(direct_options(vec![fake_provider()], true)).expect("accepted");
+    let answer = client
+        .chat(&request("fake/echo", "with the flag"), None)
+        .await
+        .expect("an answer");
+    assert_eq!(
+        answer.message.content.as_deref(),
+        Some("echo: with the flag")
+    );
+}
+
+#[wasm_bindgen_test]
+fn a_keyless_provider_in_direct_mode_needs_no_flag() {
+    let keyless = ProviderEndpoint {
+        api_key: None,
+        ..fake_provider()
+    };
+    let empty = ProviderEndpoint {
+        name: "empty".into(),
+        api_key: Some(String::new()),
+        ..fake_provider()
+    };
+    assert!(ClientCore::new(direct_options(vec![keyless, empty], false)).is_ok());
+}
+
+/// A token from the authenticating test proxy (`POST /api/tokens`), minted with its key for
+/// `body`: what a page's own backend would do for it.
+async fn minted_token(body: &str) -> String {
+    let proxy = setting(
+        option_env!("SWITCHYARD_TEST_AUTH_PROXY"),
+        "SWITCHYARD_TEST_AUTH_PROXY",
+    );
+    let key = setting(
+        option_env!("SWITCHYARD_TEST_AUTH_PROXY_KEY"),
+        "SWITCHYARD_TEST_AUTH_PROXY_KEY",
+    );
+    let init = web_sys::RequestInit::new();
+    init.set_method("POST");
+    init.set_body(&body.into());
+    let headers = web_sys::Headers::new().unwrap();
+    headers.set("content-type", "application/json").unwrap();
+    headers
+        .set("authorization", &format!("Bearer {key}"))
+        .unwrap();
+    init.set_headers(&headers);
+    let window = web_sys::window().expect("a window");
+    let resp: web_sys::Response =
+        JsFuture::from(window.fetch_with_str_and_init(&format!("{proxy}/api/tokens"), &init))
+            .await
+            .expect("minted")
+            .unchecked_into();
+    assert_eq!(resp.status(), 200, "the proxy refused to mint");
+    let json = JsFuture::from(resp.json().expect("json"))
+        .await
+        .expect("body");
+    js_sys::Reflect::get(&json, &"token".into())
+        .ok()
+        .and_then(|v| v.as_string())
+        .expect("a token")
+}
+
+#[wasm_bindgen_test]
+async fn proxy_mode_works_with_a_minted_token_within_its_scopes() {
+    let token = minted_token(r#"{"models": ["fake/echo"], "ttl_seconds": 300}"#).await;
+    let client = ClientCore::new(ClientOptions::Proxy(ProxyOptions {
+        base_url: setting(
+            option_env!("SWITCHYARD_TEST_AUTH_PROXY"),
+            "SWITCHYARD_TEST_AUTH_PROXY",
+        )
+        .into(),
+        api_key: Some(token),
+        retry: None,
+    }))
+    .expect("valid options");
+    let answer = client
+        .chat(&request("fake/echo", "by token"), None)
+        .await
+        .expect("an answer");
+    assert_eq!(answer.message.content.as_deref(), Some("echo: by token"));
+    // The key may use every `fake` model; the token only `fake/echo`.
+    let e = client
+        .chat(&request("fake/other", "x"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::Forbidden, "{}", e.message);
+    // Without the token the proxy refuses the page.
+    let anonymous = ClientCore::new(ClientOptions::Proxy(ProxyOptions {
+        base_url: setting(
+            option_env!("SWITCHYARD_TEST_AUTH_PROXY"),
+            "SWITCHYARD_TEST_AUTH_PROXY",
+        )
+        .into(),
+        api_key: None,
+        retry: None,
+    }))
+    .expect("valid options");
+    let e = anonymous
+        .chat(&request("fake/echo", "x"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::Unauthorized, "{}", e.message);
+}
+
 #[wasm_bindgen_test]
 async fn direct_mode_reports_an_unreachable_provider_as_a_network_error() {
     let client = ClientCore::new(ClientOptions::Direct(DirectOptions {
+        allow_browser_secrets: false,
         retry: None,
         mcp_servers: Vec::new(),
         providers: vec![ProviderEndpoint {
@@ -469,6 +613,7 @@ fn origin_without_cors() -> String {
 #[wasm_bindgen_test]
 async fn direct_mode_reports_a_provider_without_cors_as_cors_blocked() {
     let client = ClientCore::new(ClientOptions::Direct(DirectOptions {
+        allow_browser_secrets: false,
         retry: None,
         mcp_servers: Vec::new(),
         providers: vec![ProviderEndpoint {

@@ -299,6 +299,7 @@ async fn direct_mode_names_a_cors_refusal() {
         "SWITCHYARD_TEST_PAGE_PORT",
     );
     let client = ClientCore::new(ClientOptions::Direct(DirectOptions {
+        allow_browser_secrets: false,
         retry: None,
         providers: Vec::new(),
         mcp_servers: vec![McpServerEndpoint {

@@ -20,6 +20,8 @@ pub mod paths {
     pub const LLM_STREAM: &str = "/api/llm/stream";
     /// `GET`: configured providers and models.
     pub const LLM_MODELS: &str = "/api/llm/models";
+    /// `POST`: mint a short-lived token for the caller (`shared::tokens`).
+    pub const TOKENS: &str = "/api/tokens";
     /// `GET`: liveness.
     pub const HEALTH: &str = "/healthz";
     /// `GET`: the configured MCP servers.

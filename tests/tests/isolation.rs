@@ -315,6 +315,42 @@ async fn each_user_gets_a_process_and_a_session_of_their_own() {
     assert_ne!(shared, bob_pid);
 }
 
+/// A token the proxy mints (`POST /api/tokens`) for `credential`.
+async fn minted(h: &Harness, credential: &str) -> String {
+    let answer = ok_json(
+        h.proxy
+            .client
+            .post(h.proxy.url(paths::TOKENS))
+            .bearer_auth(credential)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    answer["token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_minted_token_is_the_user_it_was_minted_for() {
+    let h = start(8).await;
+    let by_key = h.user(&h.alice).pid("private").await;
+    let alice_token = minted(&h, &h.alice).await;
+    assert_eq!(
+        h.user(&alice_token).pid("private").await,
+        by_key,
+        "a key and its token, one session"
+    );
+    let jwt = token("alice");
+    let by_jwt = h.user(&jwt).pid("private").await;
+    assert_ne!(by_jwt, by_key);
+    let jwt_token = minted(&h, &jwt).await;
+    assert_eq!(h.user(&jwt_token).pid("private").await, by_jwt);
+    let bob_token = minted(&h, &h.bob).await;
+    let by_bob = h.user(&bob_token).pid("private").await;
+    assert!(by_bob != by_key && by_bob != by_jwt);
+}
+
 #[tokio::test]
 async fn a_jwt_user_named_like_a_key_is_another_user() {
     let h = start(8).await;

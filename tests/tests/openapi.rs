@@ -27,6 +27,7 @@ fn api_routes() -> BTreeSet<(String, String)> {
         ("post", paths::MCP_READ_RESOURCE),
         ("get", paths::MCP_LIST_PROMPTS),
         ("post", paths::MCP_GET_PROMPT),
+        ("post", paths::TOKENS),
         ("get", paths::HEALTH),
     ]
     .into_iter()

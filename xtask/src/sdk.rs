@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use flate2::{Compression, write::GzEncoder};
 
 use crate::run::{self, command, root};
-use crate::servers::{ANTHROPIC_KEY, GEMINI_KEY, TestServers, UPSTREAM_KEY};
+use crate::servers::{ANTHROPIC_KEY, AUTH_PROXY_KEY, GEMINI_KEY, TestServers, UPSTREAM_KEY};
 use crate::tools::{self, CHROMEDRIVER, CHROMIUM};
 
 const OUT_NAME: &str = "switchyard_client";
@@ -255,6 +255,8 @@ fn with_servers<'a>(
         .env("SWITCHYARD_TEST_GEMINI", &servers.gemini_url)
         .env("SWITCHYARD_TEST_GEMINI_KEY", GEMINI_KEY)
         .env("SWITCHYARD_TEST_PROXY", &servers.proxy_url)
+        .env("SWITCHYARD_TEST_AUTH_PROXY", &servers.auth_proxy_url)
+        .env("SWITCHYARD_TEST_AUTH_PROXY_KEY", AUTH_PROXY_KEY)
         .env(
             "SWITCHYARD_TEST_MCP_EVERYTHING",
             &servers.mcp_everything_url,

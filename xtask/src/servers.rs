@@ -19,6 +19,13 @@ pub const ANTHROPIC_KEY: &str = "test-anthropic-key";
 /// The key the fake Gemini API demands, held and sent the same way.
 pub const GEMINI_KEY: &str = "test-gemini-key";
 
+/// The key of the second proxy, which requires authentication: the browser suite mints
+/// tokens with it (`POST /api/tokens`).
+pub const AUTH_PROXY_KEY: &str = "sy_browser-suite-test-key";
+/// `sha256:` of [`AUTH_PROXY_KEY`], as its `[[keys]]` entry names it.
+const AUTH_PROXY_KEY_HASH: &str =
+    "sha256:e0b2d8d45705e31633c811a50f8aa8663d5ff1495c5f3cb9af7336062d1d673c";
+
 /// A free TCP port on 127.0.0.1 (the listener is closed again at once).
 pub fn free_port() -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
@@ -45,6 +52,9 @@ pub struct TestServers {
     pub mcp_stateless_url: String,
     /// The proxy's origin, `http://127.0.0.1:PORT`.
     pub proxy_url: String,
+    /// A proxy in front of the same LLM upstream that requires [`AUTH_PROXY_KEY`], and mints
+    /// tokens for it.
+    pub auth_proxy_url: String,
 }
 
 /// `node -r <loopback preload> <server-everything>`: the reference server binds every interface by
@@ -110,6 +120,7 @@ impl TestServers {
             mcp_everything_url: String::new(),
             mcp_stateless_url: String::new(),
             proxy_url: String::new(),
+            auth_proxy_url: String::new(),
         };
         let (child, origin) = spawn_listening(
             command(&bin.join("fake-llm").to_string_lossy()).args([
@@ -212,6 +223,31 @@ impl TestServers {
         )?;
         servers.children.push(child);
         servers.proxy_url = origin;
+
+        let auth_config = work.join("proxy-auth-test.toml");
+        std::fs::write(
+            &auth_config,
+            format!(
+                "[server]\nlisten = \"127.0.0.1:0\"\ncors_allowed_origins = [{}]\n\n\
+                 [[providers]]\nname = \"fake\"\nkind = \"openai\"\nbase_url = \"{}\"\n\
+                 api_key_env = \"SWITCHYARD_TEST_UPSTREAM_KEY\"\n\n\
+                 [[keys]]\nname = \"browser-suite\"\nhash = \"{AUTH_PROXY_KEY_HASH}\"\n\
+                 models = [\"fake/*\"]\nmcp = []\n",
+                origins.join(", "),
+                servers.upstream_url,
+            ),
+        )?;
+        let (child, origin) = spawn_listening(
+            command(&bin.join("switchyard").to_string_lossy())
+                .args(["serve", "--config"])
+                .arg(&auth_config)
+                .args(["--listen", "127.0.0.1:0"])
+                .env("SWITCHYARD_TEST_UPSTREAM_KEY", UPSTREAM_KEY)
+                .env("RUST_LOG", "warn"),
+            work.join("proxy-auth.log"),
+        )?;
+        servers.children.push(child);
+        servers.auth_proxy_url = origin;
         println!(
             "    test upstream at {}, fake Anthropic at {}, fake Gemini at {}, MCP servers at {} \
              and {}, proxy at {}",

@@ -68,6 +68,16 @@ impl KeyHash {
     }
 }
 
+impl KeyHash {
+    /// A short digest of this hash: what a minted token records of the key it was minted with,
+    /// so that replacing the key ends its tokens too.
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(self.0);
+        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
 impl fmt::Display for KeyHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(HASH_PREFIX)?;

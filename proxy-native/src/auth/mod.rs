@@ -12,6 +12,7 @@ pub mod jwt;
 pub mod keys;
 pub(crate) mod mounts;
 pub mod scopes;
+pub mod tokens;
 
 use std::sync::Arc;
 
@@ -27,9 +28,11 @@ pub use scopes::Scopes;
 
 use self::jwt::JwtVerifier;
 use self::keys::KeyHash;
+use self::tokens::TokenMinter;
 use crate::config::{Config, ObservabilityConfig};
 use crate::error::AppError;
-use crate::identity::{Grants, Identity, IdentitySource};
+use crate::identity::{Grants, Identity, IdentitySource, MintedFrom};
+use switchyard_shared::tokens::{TokenRequest, TokenResponse};
 
 /// Recognizes callers by their `Authorization: Bearer` header, as the configuration says.
 #[derive(Debug)]
@@ -40,6 +43,8 @@ pub struct Authenticator {
     observability: ObservabilityConfig,
     /// What an unauthenticated request gets: everything when no authentication is configured.
     anonymous: Arc<Grants>,
+    /// Mints and recognizes the proxy's own tokens (`[auth.tokens]`), when on.
+    tokens: Option<TokenMinter>,
 }
 
 #[derive(Debug)]
@@ -65,6 +70,7 @@ impl Authenticator {
                 grants: Arc::new(Grants {
                     scopes: Scopes::new(&k.models, &k.mcp),
                     limits: k.limits,
+                    minted: None,
                 }),
             })
             .collect();
@@ -75,15 +81,22 @@ impl Authenticator {
                 let grants = Grants {
                     scopes: Scopes::new(&jwt.models, &jwt.mcp),
                     limits: jwt.limits,
+                    minted: None,
                 };
                 Some((Arc::new(verifier), Arc::new(grants)))
             }
             None => None,
         };
         let required = config.requires_auth();
+        let tokens = if required && config.auth.tokens.enabled {
+            Some(TokenMinter::new(&config.auth.tokens)?)
+        } else {
+            None
+        };
         Ok(Authenticator {
             keys,
             jwt,
+            tokens,
             observability: config.observability.clone(),
             anonymous: Arc::new(if required {
                 Grants::none()
@@ -119,6 +132,12 @@ impl Authenticator {
             return Ok((Identity::anonymous(), Arc::clone(&self.anonymous)));
         }
         let token = bearer(headers)?;
+        if let Some(minter) = &self.tokens
+            && looks_like_jwt(token)
+            && TokenMinter::claims_to_be_minted(token)
+        {
+            return self.recognize_minted(minter, token);
+        }
         if let Some((verifier, grants)) = &self.jwt
             && looks_like_jwt(token)
         {
@@ -142,6 +161,59 @@ impl Authenticator {
             Some(key) => Ok((key.identity.clone(), Arc::clone(&key.grants))),
             None => Err(Refusal::invalid("the API key is not valid".to_owned())),
         }
+    }
+}
+
+impl Authenticator {
+    /// The caller a minted token stands for: its user, while still configured, with the
+    /// token's scopes.
+    fn recognize_minted(
+        &self,
+        minter: &TokenMinter,
+        token: &str,
+    ) -> Result<(Identity, Arc<Grants>), Refusal> {
+        let verified = minter
+            .verify(token)
+            .map_err(|reason| Refusal::invalid(reason.to_string()))?;
+        let principal = match verified.from {
+            // The same key, not only the same name: a replaced key takes its tokens with it.
+            MintedFrom::ApiKey => self
+                .keys
+                .iter()
+                .find(|k| {
+                    *k.identity.user == *verified.user
+                        && verified.key_fingerprint.as_deref() == Some(&k.hash.fingerprint())
+                })
+                .map(|k| &k.grants),
+            MintedFrom::Jwt => self.jwt.as_ref().map(|(_, grants)| grants),
+        };
+        let Some(principal) = principal else {
+            return Err(Refusal::invalid(
+                "the credential this token was minted with is no longer configured".to_owned(),
+            ));
+        };
+        verified.grants(principal).map_err(Refusal::invalid)
+    }
+
+    /// A token for `caller`, as `request` asks (`POST /api/tokens`); `404 not_found` when
+    /// minting is off.
+    pub fn mint(&self, caller: &Caller, request: &TokenRequest) -> Result<TokenResponse, ApiError> {
+        let Some(minter) = &self.tokens else {
+            return Err(ApiError::new(
+                ErrorCode::NotFound,
+                "this proxy mints no tokens: it needs [[keys]] or [auth.jwt], and \
+                 [auth.tokens] enabled",
+            ));
+        };
+        let key_fingerprint = match caller.identity.via.principal() {
+            IdentitySource::ApiKey => self
+                .keys
+                .iter()
+                .find(|k| k.identity.user == caller.identity.user)
+                .map(|k| k.hash.fingerprint()),
+            _ => None,
+        };
+        minter.mint(&caller.identity, &caller.grants, key_fingerprint, request)
     }
 }
 

@@ -82,6 +82,30 @@ impl ScopePattern {
     fn matches(&self, owner: &str, item: &str) -> bool {
         self.owner.is_match(owner) && self.item.is_match(item)
     }
+
+    /// The pattern's two parts as written.
+    fn parts(&self) -> (&str, &str) {
+        self.text.split_once('/').unwrap_or(("*", "*"))
+    }
+
+    /// Whether everything `narrower` allows, this pattern allows too. Deciding this for any
+    /// two globs is hard, so it is decided part by part, conservatively: a part is within when
+    /// this part is `*`, both are the same text, or the narrower part is a plain name this
+    /// part matches. A glob that is narrower in a way this cannot see is refused, never let
+    /// through.
+    fn covers(&self, narrower: &ScopePattern) -> bool {
+        let (owner, item) = self.parts();
+        let (n_owner, n_item) = narrower.parts();
+        let within = |part: &str, matcher: &GlobMatcher, n_part: &str| {
+            part == "*" || part == n_part || (is_plain(n_part) && matcher.is_match(n_part))
+        };
+        within(owner, &self.owner, n_owner) && within(item, &self.item, n_item)
+    }
+}
+
+/// A part without glob syntax: it names one thing.
+fn is_plain(part: &str) -> bool {
+    !part.contains(['*', '?', '[', ']', '{', '}', '\\'])
 }
 
 /// A `"<provider>/<model>"` pattern of a `models` list, checked when the configuration is read.
@@ -141,6 +165,43 @@ impl Scopes {
             models: models.iter().map(|p| p.0.clone()).collect(),
             tools: tools.iter().map(|p| p.0.clone()).collect(),
         }
+    }
+
+    /// The scopes of `models` and `mcp` pattern texts (a minted token's), or why one is not a
+    /// scope.
+    pub fn parse(models: &[String], mcp: &[String]) -> Result<Self, String> {
+        Ok(Scopes {
+            models: models
+                .iter()
+                .map(|m| ScopePattern::parse(m, ScopeKind::Models))
+                .collect::<Result<_, _>>()?,
+            tools: mcp
+                .iter()
+                .map(|t| ScopePattern::parse(t, ScopeKind::Tools))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// The model patterns as written.
+    pub fn model_patterns(&self) -> Vec<String> {
+        self.models.iter().map(|p| p.text.clone()).collect()
+    }
+
+    /// The MCP tool patterns as written.
+    pub fn tool_patterns(&self) -> Vec<String> {
+        self.tools.iter().map(|p| p.text.clone()).collect()
+    }
+
+    /// The first pattern of `narrower` that these scopes do not cover (see
+    /// [`ScopePattern::covers`]), as written; `None` when `narrower` is within them.
+    pub fn first_outside<'a>(&self, narrower: &'a Scopes) -> Option<&'a str> {
+        let outside = |mine: &[ScopePattern], theirs: &'a [ScopePattern]| {
+            theirs
+                .iter()
+                .find(|n| !mine.iter().any(|p| p.covers(n)))
+                .map(ScopePattern::as_str)
+        };
+        outside(&self.models, &narrower.models).or_else(|| outside(&self.tools, &narrower.tools))
     }
 
     /// Whether the caller may use `model` of `provider`.
@@ -376,6 +437,34 @@ mod tests {
             let problem = ScopePattern::parse(text, kind).unwrap_err();
             assert!(problem.contains(says), "{text}: {problem}");
         }
+    }
+
+    #[test]
+    fn narrower_scopes_are_told_from_wider_ones() {
+        let caller = scopes(&["mock/*", "fake/echo"], &["demo/*", "everything/echo"]);
+        for within in [
+            scopes(&["mock/*"], &[]),
+            scopes(&["mock/demo", "fake/echo"], &["demo/calculate"]),
+            scopes(&[], &["everything/echo", "demo/note*"]),
+            scopes(&[], &[]),
+        ] {
+            assert_eq!(caller.first_outside(&within), None, "{within:?}");
+        }
+        for (wider, named) in [
+            (scopes(&["*"], &[]), "*"),
+            (
+                scopes(&["mock/demo", "openai/gpt-4o"], &[]),
+                "openai/gpt-4o",
+            ),
+            (scopes(&["fake/*"], &[]), "fake/*"),
+            (scopes(&["mo*/demo"], &[]), "mo*/demo"),
+            (scopes(&[], &["everything/*"]), "everything/*"),
+            (scopes(&[], &["demo/*", "secret/read"]), "secret/read"),
+        ] {
+            assert_eq!(caller.first_outside(&wider), Some(named));
+        }
+        assert_eq!(Scopes::all().first_outside(&caller), None);
+        assert!(Scopes::none().first_outside(&caller).is_some());
     }
 
     #[test]

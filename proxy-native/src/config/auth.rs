@@ -51,7 +51,50 @@ pub struct AuthConfig {
     /// JWT bearer tokens from an identity provider (`[auth.jwt]`).
     #[serde(default)]
     pub jwt: Option<JwtConfig>,
+    /// Short-lived tokens the proxy mints for its callers (`[auth.tokens]`, `POST /api/tokens`).
+    #[serde(default)]
+    pub tokens: TokensConfig,
 }
+
+/// The `[auth.tokens]` table: `POST /api/tokens`, which gives an authenticated caller a
+/// short-lived token with at most its own scopes and limits, for a browser to hold instead of a
+/// long-lived key. On whenever `[[keys]]` or `[auth.jwt]` is set, unless `enabled = false`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokensConfig {
+    /// Mint tokens and accept them (default `true`; there is nothing to mint without
+    /// `[[keys]]` or `[auth.jwt]`).
+    pub enabled: bool,
+    /// The lifetime of a token whose request names none, in seconds (default 900).
+    pub default_ttl_s: u64,
+    /// The longest lifetime a token is given, in seconds (default 3600, at most 86400).
+    pub max_ttl_s: u64,
+    /// The environment variable holding the HS256 signing key (32 bytes, base64 or hex). Every
+    /// instance that should accept the others' tokens needs the same key.
+    pub signing_key_env: Option<String>,
+    /// A file holding that key, instead of `signing_key_env`.
+    pub signing_key_file: Option<PathBuf>,
+    /// The key itself, read when the file is loaded; without one, a random key is made at
+    /// start-up, and tokens are accepted by that process only.
+    #[serde(skip)]
+    pub signing_key: Option<crate::config::SessionKey>,
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        TokensConfig {
+            enabled: true,
+            default_ttl_s: 900,
+            max_ttl_s: 3600,
+            signing_key_env: None,
+            signing_key_file: None,
+            signing_key: None,
+        }
+    }
+}
+
+/// Largest accepted `max_ttl_s`: a token that lives for days is a long-lived key again.
+const MAX_TOKEN_TTL_S: u64 = 86_400;
 
 /// The `[auth.jwt]` table: which tokens are accepted, and what their users may use.
 #[derive(Debug, Clone, Deserialize)]
@@ -138,6 +181,31 @@ pub(super) fn check(
     }
     if let Some(jwt) = &auth.jwt {
         check_jwt(jwt, origin)?;
+    }
+    check_tokens(&auth.tokens, origin)
+}
+
+fn check_tokens(tokens: &TokensConfig, origin: &str) -> Result<(), ConfigError> {
+    let invalid = |f: &str, problem: String| {
+        ConfigError::invalid(origin, format!("auth.tokens.{f}"), problem)
+    };
+    if tokens.max_ttl_s == 0 || tokens.max_ttl_s > MAX_TOKEN_TTL_S {
+        return Err(invalid(
+            "max_ttl_s",
+            format!("must be 1 to {MAX_TOKEN_TTL_S} seconds"),
+        ));
+    }
+    if tokens.default_ttl_s == 0 || tokens.default_ttl_s > tokens.max_ttl_s {
+        return Err(invalid(
+            "default_ttl_s",
+            format!("must be 1 to max_ttl_s ({}) seconds", tokens.max_ttl_s),
+        ));
+    }
+    if tokens.signing_key_env.is_some() && tokens.signing_key_file.is_some() {
+        return Err(invalid(
+            "signing_key_file",
+            "set either signing_key_env or signing_key_file, not both".into(),
+        ));
     }
     Ok(())
 }

@@ -273,7 +273,7 @@ async fn forward_changes<F, Fut>(
                     && change
                         .owner
                         .as_ref()
-                        .is_none_or(|owner| *owner == caller.identity);
+                        .is_none_or(|owner| *owner == caller.identity.principal());
                 if !visible {
                     continue;
                 }

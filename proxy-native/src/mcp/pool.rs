@@ -513,6 +513,8 @@ impl McpPool {
         let Some(users) = &entry.users else {
             return Ok(Arc::clone(&entry.shared));
         };
+        // A minted token uses the session of the credential it was minted for.
+        let caller = &caller.principal();
         let mut users = lock(users);
         if let Some(slot) = users.get(caller) {
             return Ok(Arc::clone(slot));

@@ -121,5 +121,6 @@ fn auth_label(via: IdentitySource) -> &'static str {
         IdentitySource::Anonymous => "anonymous",
         IdentitySource::ApiKey => "api_key",
         IdentitySource::Jwt => "jwt",
+        IdentitySource::Token(_) => "token",
     }
 }

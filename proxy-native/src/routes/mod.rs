@@ -10,6 +10,7 @@ mod mock;
 mod openai;
 pub mod openapi;
 mod page;
+mod tokens;
 
 use axum::Router;
 use axum::http::{Method, Uri};
@@ -25,6 +26,7 @@ pub fn router(state: AppState) -> Router {
         .merge(llm::routes())
         .merge(openai::routes())
         .merge(openapi::routes())
+        .merge(tokens::routes())
         .merge(mcp::routes())
         .merge(builtin_mcp::routes(&state))
         .merge(mcp_gateway::routes(&state))

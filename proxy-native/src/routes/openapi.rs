@@ -36,6 +36,7 @@ pub const OPENAPI_PATH: &str = "/openapi.json";
         super::mcp::read_resource,
         super::mcp::list_prompts,
         super::mcp::get_prompt,
+        super::tokens::mint,
         super::health::healthz,
     ),
     components(schemas(ErrorBody)),
@@ -43,6 +44,7 @@ pub const OPENAPI_PATH: &str = "/openapi.json";
     tags(
         (name = "llm", description = "Chat with any configured provider by `<provider>/<model>`"),
         (name = "mcp", description = "Configured MCP servers, by name"),
+        (name = "auth", description = "Short-lived tokens for browsers"),
         (name = "operations", description = "Probes")
     )
 )]

@@ -79,6 +79,7 @@ before(async () => {
         direct: {
           mode: "direct",
           providers: [{ name: "fake", kind: "openai", baseUrl: upstream, apiKey: upstreamKey }],
+          allowBrowserSecrets: true,
           mcpServers: [
             { name: "everything", url: mcpEverything },
             { name: "stateless", url: mcpStateless },
@@ -463,6 +464,26 @@ test("invalid options reject every call, and ready(), with InvalidRequestError",
     return client.ready().then(() => null, describeError);
   });
   assert.equal(mode.code, "bad_request");
+});
+
+test("a provider apiKey in direct mode needs allowBrowserSecrets, a keyless provider does not", async () => {
+  const r = await page.evaluate(async () => {
+    const provider = { name: "hosted", kind: "openai", baseUrl: "https://api.example.com/v1" };
+    const ready = (options) => sdk.createClient(options).ready().then(() => null, describeError);
+    return {
+      refused: await ready({ mode: "direct", providers: [{ ...provider, apiKey: "sk-page-secret" }] }),
+      allowed: await ready({ mode: "direct", providers: [{ ...provider, apiKey: "sk-page-secret" }], allowBrowserSecrets: true }),
+      keyless: await ready({ mode: "direct", providers: [provider] }),
+    };
+  });
+  assert.equal(r.refused.code, "bad_request");
+  assert.equal(r.refused.status, 400);
+  assert.ok(r.refused.classes.includes("InvalidRequestError"), r.refused.classes.join());
+  assert.match(r.refused.message, /anyone using this page/);
+  assert.match(r.refused.message, /allowBrowserSecrets/);
+  assert.doesNotMatch(r.refused.message, /sk-page-secret/);
+  assert.equal(r.allowed, null);
+  assert.equal(r.keyless, null);
 });
 
 async function waitFor(check, ms = 3000) {

@@ -162,6 +162,8 @@ pub fn client(
 ) -> ClientCore {
     let options = match mode {
         Mode::Direct => ClientOptions::Direct(DirectOptions {
+            // The test providers carry keys, as real ones would.
+            allow_browser_secrets: true,
             providers,
             mcp_servers,
             retry: None,

@@ -68,9 +68,10 @@ enum Via {
 
 impl From<IdentitySource> for Via {
     fn from(source: IdentitySource) -> Self {
-        match source {
+        // A minted token resumes the sessions of the credential it was minted for.
+        match source.principal() {
             IdentitySource::Anonymous => Via::Anonymous,
-            IdentitySource::ApiKey => Via::Key,
+            IdentitySource::ApiKey | IdentitySource::Token(_) => Via::Key,
             IdentitySource::Jwt => Via::Jwt,
         }
     }
