@@ -81,8 +81,9 @@ impl Gateway {
         let caller = caller.ok_or_else(|| {
             ErrorData::internal_error("the request carries no authenticated caller", None)
         })?;
+        // A token minted for the session's owner is the owner (`Identity::principal`).
         if let Some(owner) = self.owner.get()
-            && owner.identity != caller.identity
+            && owner.identity.principal() != caller.identity.principal()
         {
             return Err(ErrorData::invalid_request(
                 "this MCP session belongs to another caller",
