@@ -141,7 +141,12 @@ fn handshake_error(name: &str, transport: McpTransport, error: &ClientInitialize
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
-        ClientInitializeError::ConnectionClosed(_) if transport == McpTransport::Stdio => {
+        // Its pipes broke: on reading (closed) or, when it exited before the `initialize` was
+        // written, on writing (a transport error). Spawning it already succeeded.
+        ClientInitializeError::ConnectionClosed(_)
+        | ClientInitializeError::TransportError { .. }
+            if transport == McpTransport::Stdio =>
+        {
             format!(
                 "MCP server '{name}' exited during start-up (see the proxy's log for its stderr)"
             )
