@@ -16,6 +16,7 @@ pub mod retry;
 pub mod route;
 pub mod sse;
 pub mod stream;
+pub mod ws;
 
 pub use chat::{
     AssistantMessage, ChatRequest, ChatResponse, Content, ContentPart, FinishReason, Message,
