@@ -153,6 +153,8 @@ impl Operation {
                 ApiError::bad_request(format!("`{}` needs a `body`", kind.as_str()))
             })?;
             serde_json::from_value(body).map_err(|e| {
+                let e = e.to_string();
+                let e = crate::error::truncate(&e, 500);
                 ApiError::bad_request(format!("invalid `body` for `{}`: {e}", kind.as_str()))
             })
         }
@@ -267,8 +269,11 @@ impl FrameError {
 /// Reads a client frame. Members are checked by hand rather than by a derived type so that a
 /// request with a wrong `op` or `body` is still answered under its `id`.
 pub(super) fn read_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
-    let mut members: Map<String, Value> = serde_json::from_str(text)
-        .map_err(|e| FrameError::connection(format!("the frame is not a JSON object: {e}")))?;
+    let mut members: Map<String, Value> = serde_json::from_str(text).map_err(|e| {
+        let e = e.to_string();
+        let e = crate::error::truncate(&e, 500);
+        FrameError::connection(format!("the frame is not a JSON object: {e}"))
+    })?;
     let op = match members.remove("op") {
         Some(Value::String(op)) => op,
         _ => return Err(FrameError::connection("the frame has no string `op`")),

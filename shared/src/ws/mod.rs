@@ -69,11 +69,13 @@
 //! # Limits
 //!
 //! A frame larger than [`Limits::max_frame_bytes`] closes the connection (`1009`) before it is
-//! parsed. At most [`Limits::max_open_requests`] requests are open at once; more are answered with
+//! parsed (the driver gives its WebSocket library the same limit, so that such a frame is not
+//! even buffered whole). At most [`Limits::max_open_requests`] requests are open at once; more are answered with
 //! `rate_limited`. The server queues at most [`Limits::max_stream_queued_bytes`] of a stream's
 //! events and [`Limits::max_queued_bytes`] in all: beyond that the producer waits
 //! ([`Pushed::Full`]), and a stream whose client has read nothing for
-//! [`Limits::stall_timeout`] is stopped with `stream_interrupted`. Final frames (`result`,
+//! [`Limits::stall_timeout`] (nothing at all transmitted while it waits) is stopped with
+//! `stream_interrupted`. Final frames (`result`,
 //! `end`, `error`) are always queued, at most one per open request, so a connection's queue
 //! stays below `max_queued_bytes` plus one final frame per open request. A client that keeps
 //! sending without reading (pings, refused requests) is closed with `4001`.

@@ -381,10 +381,11 @@ impl ServerSession {
                 if let Some(bytes) = self.request_bytes.get_mut(&serial) {
                     *bytes -= text.len();
                 }
-                // The client is reading this stream.
-                if let Some(r) = self.open.values_mut().find(|r| r.serial == serial) {
-                    r.blocked_since = None;
-                }
+            }
+            // The client is reading, and the queue is first in, first out: every waiting stream
+            // moves on, so none has stalled.
+            for r in self.open.values_mut() {
+                r.blocked_since = None;
             }
             return Some(Transmit::Text(text));
         }

@@ -515,6 +515,45 @@ fn a_slow_reader_makes_the_stream_wait_then_stops_it() {
 }
 
 #[test]
+fn a_stream_waiting_behind_others_is_not_stalled_while_the_client_reads() {
+    let mut srv = server();
+    srv.on_text(s(0), &request("a", "chat_stream"));
+    srv.on_text(s(0), &request("b", "chat_stream"));
+    actions(&mut srv);
+    let chunk = "x".repeat(100);
+    assert_eq!(srv.push_chat_event(s(1), "b", delta("b")), Pushed::Queued);
+    while let Pushed::Queued = srv.push_chat_event(s(1), "a", delta(&chunk)) {}
+    // `a` waits from 1 s; at 25 s the client reads `b`'s frame, then nothing more.
+    srv.on_pong(s(25));
+    srv.on_timeout(s(25));
+    let Some(Transmit::Text(first)) = srv.poll_transmit() else {
+        panic!("a frame is queued");
+    };
+    assert!(first.contains(r#""id":"b""#), "{first}");
+    // `a`'s own queue is still full: it waits again, from 27 s.
+    assert!(matches!(
+        srv.push_chat_event(s(27), "a", delta(&chunk)),
+        Pushed::Full(_)
+    ));
+    srv.on_pong(s(40));
+    srv.on_timeout(s(40));
+    assert!(
+        actions(&mut srv).is_empty(),
+        "stopped although the client read"
+    );
+    srv.on_pong(s(57));
+    srv.on_timeout(s(57));
+    assert_eq!(
+        actions(&mut srv),
+        [Action::Cancel {
+            id: "a".into(),
+            reason: CancelReason::Stalled
+        }]
+    );
+    assert_eq!(srv.open_kind("b"), Some(OpKind::ChatStream));
+}
+
+#[test]
 fn the_queue_of_all_streams_is_bounded_too() {
     let wide_streams = Limits {
         max_stream_queued_bytes: 1024,
@@ -665,6 +704,8 @@ fn the_client_authenticates_first_and_numbers_its_requests() {
     assert_eq!(sent[1], json!({"id": a, "op": "models"}));
     assert_eq!(sent[2]["op"], "chat_stream");
     assert_eq!(c.open_requests(), 2);
+    let c = ClientSession::new(s(0), limits(), Some("sk-secret-1"));
+    assert!(!format!("{c:?}").contains("secret"));
 }
 
 #[test]
