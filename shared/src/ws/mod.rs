@@ -24,19 +24,19 @@
 //! {"op": "ping"}
 //! ```
 //!
-//! | `op`                 | HTTP route                      | `body`            | answer               |
-//! |----------------------|---------------------------------|-------------------|----------------------|
-//! | `chat`               | `POST /api/llm/chat`            | `ChatRequest`     | `result`             |
-//! | `chat_stream`        | `POST /api/llm/stream`          | `ChatRequest`     | `event`s (`StreamEvent`), `end` |
-//! | `models`             | `GET /api/llm/models`           | none              | `result`             |
-//! | `mcp_servers`        | `GET /api/mcp/servers`          | none              | `result`             |
-//! | `mcp_list_tools`     | `GET /api/mcp/listTools`        | `McpListQuery`    | `result`             |
-//! | `mcp_call`           | `POST /api/mcp/tool`            | `McpToolCall`     | `result`             |
-//! | `mcp_call_stream`    | `POST /api/mcp/tool/stream`     | `McpToolCall`     | `event`s (`McpToolEvent`), `end` |
-//! | `mcp_list_resources` | `GET /api/mcp/listResources`    | `McpListQuery`    | `result`             |
-//! | `mcp_read_resource`  | `POST /api/mcp/readResource`    | `McpReadResource` | `result`             |
-//! | `mcp_list_prompts`   | `GET /api/mcp/listPrompts`      | `McpListQuery`    | `result`             |
-//! | `mcp_get_prompt`     | `POST /api/mcp/getPrompt`       | `McpGetPrompt`    | `result`             |
+//! | `op` | HTTP route | `body` | answer |
+//! |---|---|---|---|
+//! | `chat` | `POST /api/llm/chat` | `ChatRequest` | `result` |
+//! | `chat_stream` | `POST /api/llm/stream` | `ChatRequest` | `event`s (`StreamEvent`), `end` |
+//! | `models` | `GET /api/llm/models` | none | `result` |
+//! | `mcp_servers` | `GET /api/mcp/servers` | none | `result` |
+//! | `mcp_list_tools` | `GET /api/mcp/listTools` | `McpListQuery` | `result` |
+//! | `mcp_call` | `POST /api/mcp/tool` | `McpToolCall` | `result` |
+//! | `mcp_call_stream` | `POST /api/mcp/tool/stream` | `McpToolCall` | `event`s (`McpToolEvent`), `end` |
+//! | `mcp_list_resources` | `GET /api/mcp/listResources` | `McpListQuery` | `result` |
+//! | `mcp_read_resource` | `POST /api/mcp/readResource` | `McpReadResource` | `result` |
+//! | `mcp_list_prompts` | `GET /api/mcp/listPrompts` | `McpListQuery` | `result` |
+//! | `mcp_get_prompt` | `POST /api/mcp/getPrompt` | `McpGetPrompt` | `result` |
 //!
 //! The OpenAI-compatible face (`/v1/*`), the MCP gateway and the health routes are protocols of
 //! their own and are not carried here.
@@ -60,8 +60,9 @@
 //! ```
 //!
 //! Every request ends with exactly one `result` (a single answer), `end` (a stream, after its
-//! last event: `finish`, or a tool call's `result`) or `error` (the shared [`ApiError`]; a
-//! stream's `error` event is sent as this frame). A cancelled request ends with `error` `aborted`.
+//! last event: `finish`, or a tool call's `result`) or `error` (the shared
+//! [`ApiError`](crate::ApiError); a stream's `error` event is sent as this frame). A cancelled
+//! request ends with `error` `aborted`.
 //! An `error` without `id` concerns the connection: a frame that cannot be read, an id that is
 //! invalid or already open. Unknown `type`s are ignored by the client, so that the server may add
 //! frames.
@@ -70,15 +71,16 @@
 //!
 //! A frame larger than [`Limits::max_frame_bytes`] closes the connection (`1009`) before it is
 //! parsed (the driver gives its WebSocket library the same limit, so that such a frame is not
-//! even buffered whole). At most [`Limits::max_open_requests`] requests are open at once; more are answered with
-//! `rate_limited`. The server queues at most [`Limits::max_stream_queued_bytes`] of a stream's
-//! events and [`Limits::max_queued_bytes`] in all: beyond that the producer waits
-//! ([`Pushed::Full`]), and a stream whose client has read nothing for
-//! [`Limits::stall_timeout`] (nothing at all transmitted while it waits) is stopped with
-//! `stream_interrupted`. Final frames (`result`,
-//! `end`, `error`) are always queued, at most one per open request, so a connection's queue
-//! stays below `max_queued_bytes` plus one final frame per open request. A client that keeps
-//! sending without reading (pings, refused requests) is closed with `4001`.
+//! even buffered whole). At most [`Limits::max_open_requests`] requests are open at once; more
+//! are answered with `rate_limited`.
+//!
+//! The server queues at most [`Limits::max_stream_queued_bytes`] of a stream's events and
+//! [`Limits::max_queued_bytes`] in all: beyond that the producer waits ([`Pushed::Full`]), and a
+//! stream that has waited [`Limits::stall_timeout`] with nothing at all transmitted meanwhile
+//! (the client reads nothing) is stopped with `stream_interrupted`. Final frames (`result`,
+//! `end`, `error`) are always queued, one per request, so a connection's queue stays below
+//! `max_queued_bytes` plus one final frame per open request. A client that keeps sending
+//! without reading (pings, refused requests) is closed with `4001`.
 //!
 //! # Close codes
 //!
