@@ -182,6 +182,16 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// The defaults, with frames as large as the HTTP routes' bodies may be.
+    pub fn with_body_limit(max_body_bytes: usize) -> Self {
+        Limits {
+            max_frame_bytes: max_body_bytes.saturating_add(ENVELOPE_BYTES),
+            ..Limits::default()
+        }
+    }
+}
+
 /// What a side puts on the socket next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transmit {

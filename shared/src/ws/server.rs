@@ -376,10 +376,10 @@ impl ServerSession {
             return Some(Transmit::Ping);
         }
         if let Some(Queued { serial, text }) = self.queue.pop_front() {
-            self.queued_bytes -= text.len();
+            self.queued_bytes = self.queued_bytes.saturating_sub(text.len());
             if let Some(serial) = serial {
                 if let Some(bytes) = self.request_bytes.get_mut(&serial) {
-                    *bytes -= text.len();
+                    *bytes = bytes.saturating_sub(text.len());
                 }
             }
             // The client is reading, and the queue is first in, first out: every waiting stream
@@ -580,7 +580,7 @@ impl ServerSession {
             }
             keep
         });
-        self.queued_bytes -= dropped;
+        self.queued_bytes = self.queued_bytes.saturating_sub(dropped);
     }
 
     fn close_if_drained(&mut self) {

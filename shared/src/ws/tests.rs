@@ -246,6 +246,29 @@ fn an_oversize_frame_closes_before_parsing_and_cancels_open_requests() {
 }
 
 #[test]
+fn a_body_at_the_http_limit_fits_in_a_frame() {
+    let limits = Limits::with_body_limit(2000);
+    let mut srv = ServerSession::new(s(0), limits.clone(), true);
+    let call = McpToolCall {
+        server: "fs".into(),
+        name: "write".into(),
+        arguments: Some(serde_json::Map::from_iter([(
+            "text".into(),
+            json!("z".repeat(1900)),
+        )])),
+    };
+    let body = serde_json::to_string(&call).unwrap();
+    assert!(body.len() <= 2000);
+    let mut client = ClientSession::new(s(0), limits, None);
+    let id = client.start(&Operation::McpCall(call)).unwrap();
+    let Some(Transmit::Text(frame)) = client.poll_transmit() else {
+        panic!("the request is sent");
+    };
+    srv.on_text(s(1), &frame);
+    assert_eq!(started_ids(&actions(&mut srv)), [id.as_str()]);
+}
+
+#[test]
 fn binary_frames_close_with_unsupported_data() {
     let mut srv = server();
     srv.on_binary(s(1));
