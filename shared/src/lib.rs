@@ -17,6 +17,7 @@ pub mod route;
 pub mod sse;
 pub mod stream;
 pub mod tokens;
+pub mod ws;
 
 pub use chat::{
     AssistantMessage, ChatRequest, ChatResponse, Content, ContentPart, FinishReason, Message,
