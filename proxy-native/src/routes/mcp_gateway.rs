@@ -245,7 +245,11 @@ async fn admit(State(admission): State<Admission>, request: Request, next: Next)
     };
     // Set by the authentication layer, which every route is behind; without it, refuse. A
     // token minted for a caller holds that caller's sessions and places.
-    let Some(identity) = request.extensions().get::<Identity>().map(Identity::principal) else {
+    let Some(identity) = request
+        .extensions()
+        .get::<Identity>()
+        .map(Identity::principal)
+    else {
         return session_not_found();
     };
     let request_id = match &message {
