@@ -78,7 +78,7 @@ pub async fn serve_until(
 
     tracing::info!(%addr, "serving");
     let grace = config.server.shutdown_grace();
-    let served = shutdown::serve_draining(listener, app, grace, stop).await;
+    let served = shutdown::serve_draining(listener, app, grace, stop, state.drain().clone()).await;
     // Stdio MCP servers are child processes: stop them before the proxy exits.
     state.mcp().shutdown().await;
     served.context("server failed")

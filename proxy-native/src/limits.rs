@@ -68,15 +68,31 @@ impl Budget {
     pub fn of(extensions: &axum::http::Extensions) -> Option<Self> {
         let identity = extensions.get::<Identity>()?;
         let grants = extensions.get::<Arc<Grants>>()?;
+        Some(Budget::of_caller(identity, grants))
+    }
+
+    /// The budget of a caller recognized other than by the request's extensions (a WebSocket's
+    /// first frame).
+    pub fn of_caller(identity: &Identity, grants: &Grants) -> Self {
         let token = grants.minted.as_ref().and_then(|minted| {
             let limits = minted.limits?;
             Some((Arc::from(format!("token:{}", minted.id)), limits))
         });
-        Some(Budget {
+        Budget {
             key: budget_key(identity),
             limits: grants.limits,
             token,
-        })
+        }
+    }
+
+    /// Admits one more request of this budget, in process or, with `[cluster]`, by the store
+    /// the instances share: what the limit layer does for an HTTP request.
+    pub async fn admit(&self, limiter: &Limiter) -> Result<(), ApiError> {
+        if limiter.asks_store(self) {
+            limiter.admit_shared(self).await
+        } else {
+            limiter.admit(self)
+        }
     }
 
     /// No limits (a request the authentication layer did not see).

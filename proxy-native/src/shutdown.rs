@@ -15,6 +15,55 @@ use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+use tokio_util::task::task_tracker::TaskTrackerToken;
+
+/// Where a graceful shutdown stands, as long-lived connections (WebSockets) see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DrainPhase {
+    /// Serving.
+    Serving,
+    /// Stopping: open requests may finish, new ones are refused.
+    Draining,
+    /// The grace period is over: close now.
+    Cut,
+}
+
+/// What the drain tells upgraded connections, which hyper no longer serves and so cannot close
+/// itself, and how it waits for them.
+#[derive(Debug, Clone)]
+pub(crate) struct Drain {
+    phase: std::sync::Arc<watch::Sender<DrainPhase>>,
+    open: TaskTracker,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Drain {
+            phase: std::sync::Arc::new(watch::Sender::new(DrainPhase::Serving)),
+            open: TaskTracker::new(),
+        }
+    }
+}
+
+impl Drain {
+    /// Follows the drain's phase.
+    pub(crate) fn watch(&self) -> watch::Receiver<DrainPhase> {
+        self.phase.subscribe()
+    }
+
+    /// Held by an upgraded connection for as long as it is open: the drain waits for it.
+    pub(crate) fn hold(&self) -> TaskTrackerToken {
+        self.open.token()
+    }
+
+    fn enter(&self, phase: DrainPhase) {
+        self.phase.send_replace(phase);
+    }
+}
+
+/// How long WebSockets get to send their close frame once the grace period is over.
+const SOCKETS_CLOSE: Duration = Duration::from_secs(1);
 
 /// Resolves on Ctrl-C, or SIGTERM (what container runtimes send) on Unix.
 pub async fn signal() {
@@ -58,6 +107,7 @@ pub(crate) async fn serve_draining(
     app: Router,
     grace: Duration,
     stop: impl Future<Output = ()> + Send + 'static,
+    drain: Drain,
 ) -> std::io::Result<()> {
     let (stopping_tx, stopping_rx) = watch::channel(false);
     // Stream events are small writes that must leave at once; Nagle's algorithm would hold them.
@@ -70,6 +120,7 @@ pub(crate) async fn serve_draining(
     // Every connection task holds a receiver, so the sender learns when the last one has ended.
     let (open_tx, open_rx) = watch::channel(());
     let mut drain_started = stopping_rx.clone();
+    let sockets = drain.clone();
     let server = async move {
         let mut stop = std::pin::pin!(stop);
         loop {
@@ -91,8 +142,12 @@ pub(crate) async fn serve_draining(
         drop(open_rx);
         // Cannot fail: `drain_started` still listens.
         let _ = stopping_tx.send(true);
+        sockets.enter(DrainPhase::Draining);
+        sockets.open.close();
         open_tx.closed().await;
+        sockets.open.wait().await;
     };
+    let sockets = drain;
     // A stream may last minutes: the drain is cut off after the grace period.
     let drain_deadline = async move {
         if drain_started.wait_for(|stopping| *stopping).await.is_err() {
@@ -105,6 +160,9 @@ pub(crate) async fn serve_draining(
         () = server => {}
         () = drain_deadline => {
             tracing::warn!("requests still open {grace:?} after the shutdown signal; dropping them");
+            // WebSockets close themselves (1001), which takes a moment.
+            sockets.enter(DrainPhase::Cut);
+            let _ = tokio::time::timeout(SOCKETS_CLOSE, sockets.open.wait()).await;
         }
     }
     Ok(())
@@ -179,6 +237,7 @@ mod tests {
             async {
                 let _ = stopped.await;
             },
+            super::Drain::default(),
         ));
         let client = reqwest::Client::new();
         // Leaves an idle keep-alive connection in the client's pool.

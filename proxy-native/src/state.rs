@@ -14,6 +14,7 @@ use crate::limits::Limiter;
 use crate::mcp::McpPool;
 use crate::mock::{self, MockProvider};
 use crate::observability::Observability;
+use crate::shutdown::Drain;
 use crate::upstream::Upstream;
 
 /// Shared, cheaply clonable application state.
@@ -34,6 +35,7 @@ struct Inner {
     auth: Arc<Authenticator>,
     observability: Observability,
     limiter: Arc<Limiter>,
+    drain: Drain,
 }
 
 impl AppState {
@@ -111,8 +113,14 @@ impl AppState {
                 auth: Arc::new(Authenticator::new(config)?),
                 observability,
                 limiter,
+                drain: Drain::default(),
             }),
         })
+    }
+
+    /// The graceful shutdown, as WebSocket connections follow it.
+    pub(crate) fn drain(&self) -> &Drain {
+        &self.inner.drain
     }
 
     /// Every caller's request rate, open streams and token budget.

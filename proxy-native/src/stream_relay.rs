@@ -119,6 +119,63 @@ pub fn tool_event_response(
     event_stream_response(Body::from_stream(frames))
 }
 
+/// The events decoded from `chunks`, one by one, ending after the terminal event (`finish` or
+/// `error`): the same relay as [`sse_response`], for a transport that frames events itself (the
+/// WebSocket). Dropping the stream drops the upstream body, which ends the upstream request.
+pub fn chat_events<S>(
+    decoder: ChatStreamDecoder,
+    chunks: S,
+    mut observer: impl RelayObserver<StreamEvent>,
+) -> impl Stream<Item = StreamEvent> + Send + 'static
+where
+    S: Stream<Item = Result<Bytes, ApiError>> + Send + 'static,
+{
+    observer.started();
+    let relay = Relay {
+        decoder,
+        chunks: Box::pin(chunks),
+        observer,
+        encoder: (),
+    };
+    let pending = std::collections::VecDeque::new();
+    futures::stream::unfold(
+        (Some(relay), pending),
+        |(mut relay, mut pending)| async move {
+            if pending.is_empty() {
+                let mut current = relay.take()?;
+                let events = current.next_events().await;
+                for event in &events {
+                    current.observer.event(event);
+                }
+                // After the terminal event the relay is dropped, which releases the upstream at once.
+                if !events.last().is_some_and(StreamEvent::is_terminal) && !events.is_empty() {
+                    relay = Some(current);
+                }
+                pending.extend(events);
+            }
+            let event = pending.pop_front()?;
+            Some((event, (relay, pending)))
+        },
+    )
+}
+
+/// A tool call's events, one by one, ending after the terminal one: the same relay as
+/// [`tool_event_response`], for a transport that frames events itself. Dropping the stream
+/// drops the call, which cancels it upstream.
+pub fn tool_events(
+    events: ToolEventStream,
+    mut observer: impl RelayObserver<McpToolEvent>,
+) -> impl Stream<Item = McpToolEvent> + Send + 'static {
+    observer.started();
+    futures::stream::unfold(Some((events, observer)), |state| async move {
+        let (mut events, mut observer) = state?;
+        let event = events.next().await?;
+        observer.event(&event);
+        let rest = (!event.is_terminal()).then_some((events, observer));
+        Some((event, rest))
+    })
+}
+
 /// A `text/event-stream` response with the headers every stream of the proxy carries.
 pub fn event_stream_response(body: Body) -> Response {
     let headers = [

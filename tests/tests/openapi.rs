@@ -29,6 +29,7 @@ fn api_routes() -> BTreeSet<(String, String)> {
         ("post", paths::MCP_GET_PROMPT),
         ("post", paths::TOKENS),
         ("get", paths::HEALTH),
+        ("get", switchyard_shared::ws::PATH),
     ]
     .into_iter()
     .map(|(method, path)| (method.to_owned(), path.to_owned()))

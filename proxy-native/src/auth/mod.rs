@@ -132,6 +132,11 @@ impl Authenticator {
             return Ok((Identity::anonymous(), Arc::clone(&self.anonymous)));
         }
         let token = bearer(headers)?;
+        self.recognize_token(token).await
+    }
+
+    /// Who a bearer credential stands for, or why it is refused.
+    async fn recognize_token(&self, token: &str) -> Result<(Identity, Arc<Grants>), Refusal> {
         if let Some(minter) = &self.tokens
             && looks_like_jwt(token)
             && TokenMinter::claims_to_be_minted(token)
@@ -165,6 +170,27 @@ impl Authenticator {
 }
 
 impl Authenticator {
+    /// The caller a credential sent other than in the `Authorization` header stands for (the
+    /// first frame of a WebSocket, `/api/ws`), with the same checks; `401 unauthorized` with the
+    /// reason, which never contains the credential.
+    pub async fn authenticate_token(&self, token: &str) -> Result<Caller, ApiError> {
+        if !self.required() {
+            return Ok(Caller {
+                identity: Identity::anonymous(),
+                grants: Arc::clone(&self.anonymous),
+            });
+        }
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(ApiError::new(ErrorCode::Unauthorized, "the token is empty"));
+        }
+        match self.recognize_token(token).await {
+            Ok((identity, grants)) => Ok(Caller { identity, grants }),
+            Err(Refusal::Missing) => Err(ApiError::new(ErrorCode::Unauthorized, "no token")),
+            Err(Refusal::Invalid(message)) => Err(ApiError::new(ErrorCode::Unauthorized, message)),
+        }
+    }
+
     /// The caller a minted token stands for: its user, while still configured, with the
     /// token's scopes.
     fn recognize_minted(
@@ -297,6 +323,12 @@ pub async fn authenticate(
         Ok((identity, grants)) => {
             request.extensions_mut().insert(identity);
             request.extensions_mut().insert(grants);
+            next.run(request).await
+        }
+        // The WebSocket route may be opened without the header: its first frame then carries
+        // the credential (`ws::ServerSession`), never the URL. Nothing is recorded in the
+        // extensions, so nothing downstream can mistake the request for an authenticated one.
+        Err(Refusal::Missing) if request.uri().path() == switchyard_shared::ws::PATH => {
             next.run(request).await
         }
         Err(refusal) => refusal.into_response(),

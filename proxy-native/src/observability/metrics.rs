@@ -43,6 +43,8 @@ pub const UPSTREAM_ERRORS: &str = "switchyard_upstream_errors_total";
 pub const UPSTREAM_RETRIES: &str = "switchyard_upstream_retries_total";
 /// Streams being relayed now, by `kind` (`chat`, `tool_call`).
 pub const ACTIVE_STREAMS: &str = "switchyard_active_streams";
+/// WebSocket connections (`/api/ws`) open now.
+pub const WEBSOCKET_CONNECTIONS: &str = "switchyard_websocket_connections";
 /// Live MCP sessions in the pool, by `server`.
 pub const MCP_SESSIONS: &str = "switchyard_mcp_pool_sessions";
 /// 1 while an MCP server's breaker is open (it is failing to start), by `server`.
@@ -146,6 +148,7 @@ impl Metrics {
             for kind in [StreamKind::Chat, StreamKind::ToolCall] {
                 gauge!(ACTIVE_STREAMS, "kind" => kind.label()).set(0.0);
             }
+            gauge!(WEBSOCKET_CONNECTIONS).set(0.0);
             for server in &registry.servers {
                 gauge!(MCP_SESSIONS, "server" => server.clone()).set(0.0);
                 gauge!(MCP_BREAKER_OPEN, "server" => server.clone()).set(0.0);
@@ -332,6 +335,29 @@ impl Metrics {
             metrics: self.clone(),
             kind,
         }
+    }
+}
+
+impl Metrics {
+    /// Counts a WebSocket connection as open until the returned guard is dropped.
+    pub fn socket_opened(&self) -> OpenSocket {
+        self.with(|| gauge!(WEBSOCKET_CONNECTIONS).increment(1.0));
+        OpenSocket {
+            metrics: self.clone(),
+        }
+    }
+}
+
+/// A WebSocket connection counted in [`WEBSOCKET_CONNECTIONS`]; dropping it ends the count.
+#[derive(Debug)]
+pub struct OpenSocket {
+    metrics: Metrics,
+}
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        self.metrics
+            .with(|| gauge!(WEBSOCKET_CONNECTIONS).decrement(1.0));
     }
 }
 
@@ -524,6 +550,10 @@ fn describe() {
         "LLM upstream requests sent again after a failure, by configured name and reason."
     );
     describe_gauge!(ACTIVE_STREAMS, "Streams being relayed now, by kind.");
+    describe_gauge!(
+        WEBSOCKET_CONNECTIONS,
+        "WebSocket connections (/api/ws) open now."
+    );
     describe_gauge!(MCP_SESSIONS, "Live MCP sessions in the pool, by server.");
     describe_gauge!(
         MCP_BREAKER_OPEN,

@@ -18,7 +18,7 @@ use axum::http::request::Parts;
 use tower_http::request_id::RequestId;
 
 pub use audit::{AUDIT_TARGET, ChatAudit, RequestFacts, ToolAudit};
-pub use metrics::{Metrics, TrackRequestsLayer};
+pub use metrics::{Metrics, OpenSocket, TrackRequestsLayer};
 pub use readiness::{Readiness, ReadinessReport};
 
 use crate::config::ObservabilityConfig;
@@ -113,6 +113,30 @@ impl FromRequestParts<AppState> for RequestFacts {
             metrics: observability.metrics().clone(),
             audit_arguments: observability.config().audit_arguments,
         })
+    }
+}
+
+impl RequestFacts {
+    /// The facts of one request carried over a WebSocket (`/api/ws`): counted and audited under
+    /// `route`, the HTTP route it stands for, and under the upgrade request's id followed by
+    /// the frame's own (`<request id>/<frame id>`).
+    pub fn for_socket(
+        state: &AppState,
+        identity: &Identity,
+        request_id: &str,
+        id: &str,
+        route: &'static str,
+    ) -> Self {
+        let observability = state.observability();
+        RequestFacts {
+            user: Arc::clone(&identity.user),
+            auth: auth_label(identity.via),
+            request_id: audit::bounded(&format!("{request_id}/{id}")),
+            route: route.to_owned(),
+            started: Instant::now(),
+            metrics: observability.metrics().clone(),
+            audit_arguments: observability.config().audit_arguments,
+        }
     }
 }
 

@@ -21,6 +21,7 @@ use crate::auth::Caller;
 use crate::error::AppError;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::limits::{Budget, Metered};
+use crate::mcp::ToolEventStream;
 use crate::observability::{RequestFacts, ToolAudit};
 use crate::state::AppState;
 use crate::stream_relay;
@@ -84,17 +85,25 @@ async fn list_tools(
     caller: Caller,
     ApiQuery(q): ApiQuery<McpListQuery>,
 ) -> Result<Json<ListToolsResult>, AppError> {
+    Ok(Json(tools_page(&state, &caller, q).await?))
+}
+
+/// One page of a server's tools, as far as the caller may see them.
+pub(super) async fn tools_page(
+    state: &AppState,
+    caller: &Caller,
+    q: McpListQuery,
+) -> Result<ListToolsResult, ApiError> {
     caller.scopes().check_server(&q.server)?;
     let span = span(&q.server, "tools/list");
-    let page = state
+    let mut page = state
         .mcp()
         .list_tools(&caller.identity, &q.server, q.cursor)
         .instrument(span)
         .await
-        .inspect_err(|e| counted(&state, &q.server, e))?;
-    let mut page = page;
+        .inspect_err(|e| counted(state, &q.server, e))?;
     caller.scopes().filter_tools(&q.server, &mut page);
-    Ok(Json(page))
+    Ok(page)
 }
 
 #[utoipa::path(
@@ -115,11 +124,21 @@ async fn call_tool(
     caller: Caller,
     ApiJson(call): ApiJson<McpToolCall>,
 ) -> Result<Json<CallToolResult>, AppError> {
+    Ok(Json(tool_call(&state, facts, &caller, call).await?))
+}
+
+/// One tool call, scope-checked and audited.
+pub(super) async fn tool_call(
+    state: &AppState,
+    facts: RequestFacts,
+    caller: &Caller,
+    call: McpToolCall,
+) -> Result<CallToolResult, ApiError> {
     // Refusals are audited too: the record is made first.
     let audit = ToolAudit::new(facts, &call, false);
     if let Err(error) = caller.scopes().check_tool(&call.server, &call.name) {
         audit.finish(Err(&error));
-        return Err(error.into());
+        return Err(error);
     }
     let span = span(&call.server, "tools/call");
     let result = state
@@ -128,7 +147,7 @@ async fn call_tool(
         .instrument(span)
         .await;
     audit.finish(result.as_ref());
-    Ok(Json(result?))
+    result
 }
 
 #[utoipa::path(
@@ -150,6 +169,20 @@ async fn call_tool_stream(
     budget: Budget,
     ApiJson(call): ApiJson<McpToolCall>,
 ) -> Result<Response, AppError> {
+    let (events, audit) = open_tool_stream(&state, facts, &caller, budget, call).await?;
+    // The audit record goes with the stream and writes its line when the stream ends.
+    Ok(stream_relay::tool_event_response(events, audit))
+}
+
+/// Starts a tool call with progress events: scope and stream-limit checks, then the call. The
+/// audit record holds the caller's stream place and writes its line when the stream ends.
+pub(super) async fn open_tool_stream(
+    state: &AppState,
+    facts: RequestFacts,
+    caller: &Caller,
+    budget: Budget,
+    call: McpToolCall,
+) -> Result<(ToolEventStream, Metered<ToolAudit>), ApiError> {
     let audit = ToolAudit::new(facts, &call, true);
     let permit = caller
         .scopes()
@@ -159,25 +192,23 @@ async fn call_tool_stream(
         Ok(permit) => permit,
         Err(error) => {
             audit.finish(Err(&error));
-            return Err(error.into());
+            return Err(error);
         }
     };
     let span = span(&call.server, "tools/call");
     let audit = Metered::new(state.limiter(), budget, permit, audit);
-    let events = match state
+    match state
         .mcp()
         .call_tool_stream(&caller.identity, call)
         .instrument(span)
         .await
     {
-        Ok(events) => events,
+        Ok(events) => Ok((events, audit)),
         Err(error) => {
             audit.into_inner().finish(Err(&error));
-            return Err(error.into());
+            Err(error)
         }
-    };
-    // The audit record goes with the stream and writes its line when the stream ends.
-    Ok(stream_relay::tool_event_response(events, audit))
+    }
 }
 
 #[utoipa::path(
@@ -197,15 +228,23 @@ async fn list_resources(
     caller: Caller,
     ApiQuery(q): ApiQuery<McpListQuery>,
 ) -> Result<Json<ListResourcesResult>, AppError> {
+    Ok(Json(resources_page(&state, &caller, q).await?))
+}
+
+/// One page of a server's resources.
+pub(super) async fn resources_page(
+    state: &AppState,
+    caller: &Caller,
+    q: McpListQuery,
+) -> Result<ListResourcesResult, ApiError> {
     caller.scopes().check_server(&q.server)?;
     let span = span(&q.server, "resources/list");
-    let page = state
+    state
         .mcp()
         .list_resources(&caller.identity, &q.server, q.cursor)
         .instrument(span)
         .await
-        .inspect_err(|e| counted(&state, &q.server, e))?;
-    Ok(Json(page))
+        .inspect_err(|e| counted(state, &q.server, e))
 }
 
 #[utoipa::path(
@@ -225,15 +264,23 @@ async fn read_resource(
     caller: Caller,
     ApiJson(req): ApiJson<McpReadResource>,
 ) -> Result<Json<ReadResourceResult>, AppError> {
+    Ok(Json(resource(&state, &caller, req).await?))
+}
+
+/// Reads a resource of a server.
+pub(super) async fn resource(
+    state: &AppState,
+    caller: &Caller,
+    req: McpReadResource,
+) -> Result<ReadResourceResult, ApiError> {
     caller.scopes().check_server(&req.server)?;
     let span = span(&req.server, "resources/read");
-    let result = state
+    state
         .mcp()
         .read_resource(&caller.identity, &req.server, req.uri)
         .instrument(span)
         .await
-        .inspect_err(|e| counted(&state, &req.server, e))?;
-    Ok(Json(result))
+        .inspect_err(|e| counted(state, &req.server, e))
 }
 
 #[utoipa::path(
@@ -253,15 +300,23 @@ async fn list_prompts(
     caller: Caller,
     ApiQuery(q): ApiQuery<McpListQuery>,
 ) -> Result<Json<ListPromptsResult>, AppError> {
+    Ok(Json(prompts_page(&state, &caller, q).await?))
+}
+
+/// One page of a server's prompts.
+pub(super) async fn prompts_page(
+    state: &AppState,
+    caller: &Caller,
+    q: McpListQuery,
+) -> Result<ListPromptsResult, ApiError> {
     caller.scopes().check_server(&q.server)?;
     let span = span(&q.server, "prompts/list");
-    let page = state
+    state
         .mcp()
         .list_prompts(&caller.identity, &q.server, q.cursor)
         .instrument(span)
         .await
-        .inspect_err(|e| counted(&state, &q.server, e))?;
-    Ok(Json(page))
+        .inspect_err(|e| counted(state, &q.server, e))
 }
 
 #[utoipa::path(
@@ -281,13 +336,21 @@ async fn get_prompt(
     caller: Caller,
     ApiJson(req): ApiJson<McpGetPrompt>,
 ) -> Result<Json<GetPromptResult>, AppError> {
+    Ok(Json(prompt(&state, &caller, req).await?))
+}
+
+/// A server's prompt with its arguments filled in.
+pub(super) async fn prompt(
+    state: &AppState,
+    caller: &Caller,
+    req: McpGetPrompt,
+) -> Result<GetPromptResult, ApiError> {
     caller.scopes().check_server(&req.server)?;
     let span = span(&req.server, "prompts/get");
-    let result = state
+    state
         .mcp()
         .get_prompt(&caller.identity, &req.server, req.name, req.arguments)
         .instrument(span)
         .await
-        .inspect_err(|e| counted(&state, &req.server, e))?;
-    Ok(Json(result))
+        .inspect_err(|e| counted(state, &req.server, e))
 }

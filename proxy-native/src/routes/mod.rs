@@ -11,6 +11,7 @@ mod openai;
 pub mod openapi;
 mod page;
 mod tokens;
+mod ws;
 
 use axum::Router;
 use axum::http::{Method, Uri};
@@ -28,6 +29,7 @@ pub fn router(state: AppState) -> Router {
         .merge(openapi::routes())
         .merge(tokens::routes())
         .merge(mcp::routes())
+        .merge(ws::routes())
         .merge(builtin_mcp::routes(&state))
         .merge(mcp_gateway::routes(&state))
         .merge(health::routes(&state))

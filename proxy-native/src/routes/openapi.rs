@@ -36,6 +36,7 @@ pub const OPENAPI_PATH: &str = "/openapi.json";
         super::mcp::read_resource,
         super::mcp::list_prompts,
         super::mcp::get_prompt,
+        super::ws::upgrade,
         super::tokens::mint,
         super::health::healthz,
     ),
@@ -44,6 +45,7 @@ pub const OPENAPI_PATH: &str = "/openapi.json";
     tags(
         (name = "llm", description = "Chat with any configured provider by `<provider>/<model>`"),
         (name = "mcp", description = "Configured MCP servers, by name"),
+        (name = "ws", description = "The same operations over one WebSocket"),
         (name = "auth", description = "Short-lived tokens for browsers"),
         (name = "operations", description = "Probes")
     )
