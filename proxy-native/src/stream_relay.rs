@@ -373,6 +373,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn chat_events_are_the_relays_events_one_by_one_and_end_with_the_terminal_one() {
+        let seen = Seen::default();
+        let decoder = ChatStreamDecoder::new(WireFormat::Provider(ProviderKind::OpenAi), Some("p"));
+        let chunks = vec![
+            chunk(HELLO),
+            chunk(
+                "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n",
+            ),
+        ];
+        // The upstream never ends its body: the events stop at `finish` all the same.
+        let chunks = futures::stream::iter(chunks).chain(futures::stream::pending());
+        let events: Vec<StreamEvent> = chat_events(decoder, chunks, Observer(seen.clone()))
+            .collect()
+            .await;
+        let (started, observed, dropped) = &*seen.0.lock().unwrap();
+        assert!(*started && *dropped);
+        assert_eq!(observed, &events);
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, StreamEvent::TextDelta { .. }))
+        );
+        assert!(matches!(events.last(), Some(StreamEvent::Finish { .. })));
+    }
+
+    #[tokio::test]
+    async fn dropping_chat_events_drops_the_observer() {
+        let seen = Seen::default();
+        let decoder = ChatStreamDecoder::new(WireFormat::Provider(ProviderKind::OpenAi), Some("p"));
+        let chunks = futures::stream::iter(vec![chunk(HELLO)]).chain(futures::stream::pending());
+        let mut events = Box::pin(chat_events(decoder, chunks, Observer(seen.clone())));
+        assert!(events.next().await.is_some());
+        assert!(!(seen.0).lock().unwrap().2);
+        drop(events);
+        assert!((seen.0).lock().unwrap().2, "dropped with the events");
+    }
+
+    #[tokio::test]
     async fn a_cut_stream_ends_with_stream_interrupted() {
         let events = relay(vec![chunk(HELLO)]).await;
         assert!(matches!(

@@ -578,3 +578,25 @@ async fn shutdown_closes_sockets_with_1001() {
     assert_eq!(close.0, 1001, "{}", close.1);
     assert_eq!(CloseCode::from(close.0), CloseCode::Away);
 }
+
+#[tokio::test]
+async fn shutdown_lets_an_open_stream_finish_before_closing_with_1001() {
+    let mut h = start().await;
+    let mut ws = h.connect(Some(&h.main)).await;
+    send(
+        &mut ws,
+        json!({"id": "a", "op": "chat_stream", "body": chat("mock/m")}),
+    )
+    .await;
+    assert_eq!(recv(&mut ws).await["type"], "event");
+    let read = async {
+        let frames = until_ended(&mut ws, &["a"]).await;
+        (frames, closed(&mut ws).await)
+    };
+    let ((frames, close), stopped) = tokio::join!(read, h.proxy.stop());
+    stopped.unwrap();
+    let frames = &frames["a"];
+    assert_eq!(frames.last().unwrap()["type"], "end", "{frames:?}");
+    assert_eq!(frames[frames.len() - 2]["event"]["type"], "finish");
+    assert_eq!(close.0, 1001, "{}", close.1);
+}
