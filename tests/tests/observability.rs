@@ -877,3 +877,78 @@ async fn readiness_reuses_the_pools_stdio_session() {
     let stats: Value = serde_json::from_str(common::tool_text(&result)).unwrap();
     assert_eq!(stats["sessions"], 1, "{stats}");
 }
+
+#[tokio::test]
+async fn requests_over_a_websocket_are_audited_and_counted_under_their_http_routes() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let (proxy, _dir) = start("").await;
+    let url = format!(
+        "{}{}",
+        proxy.base.replacen("http", "ws", 1),
+        switchyard_shared::ws::PATH
+    );
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("x-request-id", "ws-audit".parse().unwrap());
+    let (mut ws, _) =
+        tokio::time::timeout(REQUEST_TIMEOUT, tokio_tungstenite::connect_async(request))
+            .await
+            .unwrap()
+            .unwrap();
+    let say = format!("say {CHAT_MARKER}");
+    let chat = json!({"model": "mock/scripted", "messages": [{"role": "user", "content": say}]});
+    let call = json!({"server": "demo", "name": "calculate", "arguments": {"expression": "1+1"}});
+    for frame in [
+        json!({"id": "c", "op": "chat", "body": chat}),
+        json!({"id": "s", "op": "chat_stream", "body": chat}),
+        json!({"id": "t", "op": "mcp_call", "body": call}),
+    ] {
+        ws.send(Message::text(frame.to_string())).await.unwrap();
+    }
+    let mut ended = 0;
+    while ended < 3 {
+        let message = tokio::time::timeout(REQUEST_TIMEOUT, ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Message::Text(text) = message {
+            let frame: Value = serde_json::from_str(text.as_str()).unwrap();
+            if matches!(frame["type"].as_str(), Some("result" | "end" | "error")) {
+                assert_ne!(frame["type"], "error", "{frame}");
+                ended += 1;
+            }
+        }
+    }
+
+    let chat = audit_line("ws-audit/c").await;
+    assert_eq!(
+        (&chat["route"], &chat["stream"], &chat["outcome"]),
+        (&json!("/api/llm/chat"), &json!(false), &json!("ok"))
+    );
+    let stream = audit_line("ws-audit/s").await;
+    assert_eq!(
+        (&stream["route"], &stream["stream"], &stream["outcome"]),
+        (&json!("/api/llm/stream"), &json!(true), &json!("ok"))
+    );
+    assert!(stream["total_tokens"].is_u64(), "{stream}");
+    let tool = audit_line("ws-audit/t").await;
+    assert_eq!(
+        (&tool["route"], &tool["tool"], &tool["outcome"]),
+        (&json!("/api/mcp/tool"), &json!("calculate"), &json!("ok"))
+    );
+    assert!(!log_text().contains(CHAT_MARKER), "contents are not logged");
+
+    let metrics = proxy.metrics_text().await;
+    for line in [
+        r#"switchyard_http_requests_total{route="/api/llm/chat",method="POST",status="200"} 1"#,
+        r#"switchyard_http_requests_total{route="/api/llm/stream",method="POST",status="200"} 1"#,
+        "switchyard_websocket_connections 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+}
