@@ -471,6 +471,14 @@ async fn a_frame_over_the_limit_closes_with_1009() {
 }
 
 #[tokio::test]
+async fn a_binary_frame_closes_with_1003() {
+    let h = start().await;
+    let mut ws = h.connect(Some(&h.main)).await;
+    ws.send(Message::binary(b"{}".to_vec())).await.unwrap();
+    assert_eq!(closed(&mut ws).await.0, 1003);
+}
+
+#[tokio::test]
 async fn a_model_out_of_scope_is_forbidden_under_its_id() {
     let h = start().await;
     let mut ws = h.connect(Some(&h.narrow)).await;

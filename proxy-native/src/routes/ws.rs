@@ -223,7 +223,18 @@ async fn serve(
                 // The server is gone: nothing will be answered.
                 Err(_) => shared.with(|s| s.close(close_code::GOING_AWAY, "the server stopped")),
             },
-            Some(_) = requests.join_next(), if !requests.is_empty() => {
+            Some(joined) = requests.join_next(), if !requests.is_empty() => {
+                if let Err(failure) = joined
+                    && failure.is_panic()
+                    && let Some(id) = open
+                        .iter()
+                        .find(|(_, task)| task.id() == failure.id())
+                        .map(|(id, _)| id.clone())
+                {
+                    // The request still ends, as a bug of the server.
+                    let error = ApiError::internal("the request failed inside the proxy");
+                    shared.with(|s| s.push_error(&id, &error));
+                }
                 open.retain(|_, task| !task.is_finished());
             }
             _ = &mut writer => {
@@ -278,8 +289,16 @@ fn too_big(error: axum::Error) -> bool {
 /// or a failed write.
 async fn write(shared: Arc<Shared>, mut sink: SplitSink<WebSocket, Message>) {
     loop {
-        let next = shared.session().poll_transmit();
+        let (next, closed) = {
+            let mut session = shared.session();
+            (session.poll_transmit(), session.is_closed())
+        };
         let Some(transmit) = next else {
+            if closed {
+                // Lost, or closed by the peer: what is left is the library's answer to its close.
+                let _ = tokio::time::timeout(CLOSE_WAIT, sink.close()).await;
+                return;
+            }
             shared.queued.notified().await;
             continue;
         };
