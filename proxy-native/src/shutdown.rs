@@ -4,6 +4,10 @@
 //! can last minutes, so draining is bounded by a grace period (`[server] shutdown_grace_ms`,
 //! 10 s by default); after it the remaining requests are dropped, which also cancels their
 //! upstream requests.
+//!
+//! An upgraded connection (a WebSocket, `/api/ws`) is no longer hyper's to close: the `Drain`
+//! tells it to refuse new requests and close with `1001` once its open ones have ended, or at
+//! once when the grace period is over, and the drain waits for it like for any request.
 
 use std::future::Future;
 use std::time::Duration;
@@ -176,7 +180,8 @@ async fn serve_connection(
     mut stopping: watch::Receiver<bool>,
     open: watch::Receiver<()>,
 ) {
-    // Upgrades are served as `axum::serve` serves them, should a route ever ask for one.
+    // Upgrades (`/api/ws`) are served as `axum::serve` serves them; the upgraded connection then
+    // lives in a task of its own, which the `Drain` follows.
     let connection = http1::Builder::new()
         .serve_connection(TokioIo::new(tcp), service)
         .with_upgrades();

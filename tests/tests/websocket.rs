@@ -608,3 +608,29 @@ async fn shutdown_lets_an_open_stream_finish_before_closing_with_1001() {
     assert_eq!(frames[frames.len() - 2]["event"]["type"], "finish");
     assert_eq!(close.0, 1001, "{}", close.1);
 }
+
+#[tokio::test]
+async fn a_stream_outlasting_the_grace_period_is_cut_and_the_socket_closed_with_1001() {
+    let mut h = start().await;
+    let mut ws = h.connect(Some(&h.main)).await;
+    send(
+        &mut ws,
+        json!({"id": "long", "op": "chat_stream", "body": chat("fake/long")}),
+    )
+    .await;
+    assert_eq!(recv(&mut ws).await["type"], "event");
+    // The stream takes 4 s; the grace period is 2 s.
+    let (close, stopped) = tokio::join!(closed(&mut ws), h.proxy.stop());
+    stopped.unwrap();
+    assert_eq!(close.0, 1001, "{}", close.1);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while h.fake.observed().streams_cancelled == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let observed = h.fake.observed();
+    assert_eq!(
+        (observed.streams_cancelled, observed.streams_completed),
+        (1, 0),
+        "{observed:?}"
+    );
+}
