@@ -33,6 +33,7 @@ use tokio::sync::Notify;
 use tokio::task::{AbortHandle, JoinSet};
 use tower_http::request_id::RequestId;
 
+use super::openapi::Refusals;
 use super::{llm, mcp};
 use crate::auth::Caller;
 use crate::error::AppError;
@@ -101,8 +102,6 @@ async fn upgrade(
         .on_failed_upgrade(|error| tracing::debug!(%error, "WebSocket upgrade failed"))
         .on_upgrade(move |socket| serve(state, socket, caller, request_id, limits))
 }
-
-use super::openapi::Refusals;
 
 /// The session and what wakes the tasks that share it.
 struct Shared {
