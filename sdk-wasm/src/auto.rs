@@ -107,19 +107,19 @@ impl RouteState {
     }
 }
 
-/// Whether the browser would block `url` as mixed content: an `http://` URL from an `https://`
-/// page. Loopback hosts are exempt, as browsers treat them as secure.
+/// Whether the browser would block `url` as mixed content from this page.
 pub(crate) fn is_mixed_content(url: &str) -> bool {
-    if !url
+    blocked_as_mixed(page_protocol().as_deref(), url)
+}
+
+/// Whether a page whose `location.protocol` is `page_protocol` may not fetch `url`: an
+/// `http://` URL from an `https:` page. Loopback hosts are exempt, as browsers treat them as
+/// secure.
+fn blocked_as_mixed(page_protocol: Option<&str>, url: &str) -> bool {
+    let plain = url
         .get(..7)
-        .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
-    {
-        return false;
-    }
-    if page_protocol().as_deref() != Some("https:") {
-        return false;
-    }
-    !is_loopback(host_of(&url[7..]))
+        .is_some_and(|s| s.eq_ignore_ascii_case("http://"));
+    plain && page_protocol == Some("https:") && !is_loopback(host_of(&url[7..]))
 }
 
 /// The host of `authority/path...` (without port or brackets).
@@ -151,4 +151,34 @@ fn page_protocol() -> Option<String> {
     js_sys::Reflect::get(&location, &"protocol".into())
         .ok()?
         .as_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
+
+    wasm_bindgen_test_configure!(run_in_browser);
+
+    #[wasm_bindgen_test]
+    fn only_plain_http_to_a_remote_host_from_a_secure_page_is_mixed() {
+        let https = Some("https:");
+        assert!(blocked_as_mixed(https, "http://api.example.com/v1"));
+        assert!(blocked_as_mixed(https, "HTTP://10.0.0.2:8080/v1"));
+        assert!(blocked_as_mixed(https, "http://user:pw@api.example.com/v1"));
+        assert!(!blocked_as_mixed(https, "https://api.example.com/v1"));
+        assert!(!blocked_as_mixed(
+            Some("http:"),
+            "http://api.example.com/v1"
+        ));
+        assert!(!blocked_as_mixed(None, "http://api.example.com/v1"));
+        for local in [
+            "http://127.0.0.1:11434/v1",
+            "http://localhost:3000/mcp",
+            "http://app.localhost/v1",
+            "http://[::1]:8080/v1",
+        ] {
+            assert!(!blocked_as_mixed(https, local), "{local}");
+        }
+    }
 }
