@@ -2,13 +2,17 @@
 //! boundary (`lib.rs`) only converts values; the browser tests drive this layer directly.
 
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use switchyard_shared::{
     ApiError, ChatAccumulator, ChatRequest, ChatResponse, ChatStreamDecoder, Decision, ErrorCode,
-    Failure, PreparedRequest, ProviderEndpoint, RetryPolicy, RouteTable, StreamEvent, WireFormat,
+    Failure, ModelId, PreparedRequest, ProviderEndpoint, RetryPolicy, RouteTable, StreamEvent,
+    WireFormat,
 };
+
+use crate::auto::{Route, RouteListener, RouteReason, RouteState, is_mixed_content};
 
 use crate::mcp::{McpRoutes, McpServerEndpoint};
 use tsify::Tsify;
@@ -16,7 +20,8 @@ use web_sys::AbortSignal;
 
 use crate::fetch::{self, BodyReader};
 
-/// How the client reaches LLMs: `"direct"` to the providers, or `"proxy"` through Switchyard.
+/// How the client reaches LLMs: `"direct"` to the providers, `"proxy"` through Switchyard, or
+/// `"auto"`: directly, and through Switchyard for each upstream the page turns out not to reach.
 #[derive(Debug, Clone, Serialize, Deserialize, Tsify)]
 #[serde(tag = "mode", rename_all = "camelCase")]
 pub enum ClientOptions {
@@ -24,6 +29,46 @@ pub enum ClientOptions {
     Direct(DirectOptions),
     /// The browser calls a Switchyard proxy, which holds the upstream keys.
     Proxy(ProxyOptions),
+    /// Direct first; an upstream the page cannot reach goes through the proxy from then on.
+    Auto(AutoOptions),
+}
+
+/// Options of auto mode: direct mode's, and the proxy to fall back on. The proxy must know each
+/// provider and MCP server by the same name as the client does.
+#[derive(Debug, Clone, Serialize, Deserialize, Tsify)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AutoOptions {
+    /// The providers, referred to in model ids as `"<name>/<model>"`.
+    #[serde(default)]
+    #[tsify(optional)]
+    pub providers: Vec<ProviderEndpoint>,
+    /// MCP servers speaking Streamable HTTP, referred to by name.
+    #[serde(default)]
+    #[tsify(optional)]
+    pub mcp_servers: Vec<McpServerEndpoint>,
+    /// The proxy an upstream is switched to.
+    pub proxy: FallbackProxy,
+    /// How chat requests are retried, on either route; the proxy's defaults when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[tsify(optional)]
+    pub retry: Option<RetryOptions>,
+    /// As in direct mode: accept a provider `apiKey` in the page. The proxy leg uses the proxy's
+    /// own key for the provider, never this one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[tsify(optional)]
+    pub allow_browser_secrets: bool,
+}
+
+/// The proxy of auto mode, as proxy mode names it.
+#[derive(Debug, Clone, Serialize, Deserialize, Tsify)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FallbackProxy {
+    /// The proxy's origin, e.g. `https://switchyard.example.com`.
+    pub base_url: String,
+    /// The key the proxy expects, if it requires one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[tsify(optional)]
+    pub api_key: Option<String>,
 }
 
 /// Options of direct mode.
@@ -138,17 +183,42 @@ impl RetryOptions {
     }
 }
 
+/// Auto mode's second route: the proxy's tables, and which upstreams use them.
+pub(crate) struct Fallback {
+    routes: RouteTable,
+    pub(crate) mcp: McpRoutes,
+    pub(crate) state: RouteState,
+}
+
 /// A configured client.
 #[derive(Clone)]
 pub struct ClientCore {
+    /// In auto mode, the direct route.
     routes: RouteTable,
+    /// In auto mode, the direct route.
     mcp: McpRoutes,
     retry: RetryPolicy,
+    /// Auto mode only.
+    fallback: Option<Rc<Fallback>>,
+}
+
+/// The proxy's tables for `base_url`.
+fn proxy_tables(
+    base_url: &str,
+    api_key: Option<String>,
+) -> Result<(RouteTable, McpRoutes), ApiError> {
+    let routes = RouteTable::proxy(base_url, api_key.clone())?;
+    let base_url = match &routes {
+        RouteTable::Proxy { base_url, .. } => base_url.clone(),
+        RouteTable::Direct { .. } => base_url.to_owned(),
+    };
+    Ok((routes, McpRoutes::Proxy { base_url, api_key }))
 }
 
 impl ClientCore {
     /// Checks the options and builds the routing tables for their mode.
     pub fn new(options: ClientOptions) -> Result<Self, ApiError> {
+        let mut fallback = None;
         let (routes, mcp, retry) = match options {
             ClientOptions::Direct(d) => {
                 d.check_secrets()?;
@@ -159,29 +229,98 @@ impl ClientCore {
                 )
             }
             ClientOptions::Proxy(p) => {
-                let routes = RouteTable::proxy(&p.base_url, p.api_key.clone())?;
-                let base_url = match &routes {
-                    RouteTable::Proxy { base_url, .. } => base_url.clone(),
-                    RouteTable::Direct { .. } => p.base_url,
-                };
-                let mcp = McpRoutes::Proxy {
-                    base_url,
-                    api_key: p.api_key,
-                };
+                let (routes, mcp) = proxy_tables(&p.base_url, p.api_key)?;
                 (routes, mcp, p.retry)
+            }
+            ClientOptions::Auto(a) => {
+                let direct = DirectOptions {
+                    providers: a.providers,
+                    mcp_servers: a.mcp_servers,
+                    retry: a.retry,
+                    allow_browser_secrets: a.allow_browser_secrets,
+                };
+                direct.check_secrets()?;
+                let (proxy_routes, proxy_mcp) = proxy_tables(&a.proxy.base_url, a.proxy.api_key)?;
+                fallback = Some(Rc::new(Fallback {
+                    routes: proxy_routes,
+                    mcp: proxy_mcp,
+                    state: RouteState::default(),
+                }));
+                (
+                    RouteTable::direct(direct.providers)?,
+                    McpRoutes::direct(direct.mcp_servers)?,
+                    direct.retry,
+                )
             }
         };
         let retry = retry.unwrap_or_default().policy()?;
-        Ok(ClientCore { routes, mcp, retry })
+        Ok(ClientCore {
+            routes,
+            mcp,
+            retry,
+            fallback,
+        })
+    }
+
+    /// How `upstream` (a provider or MCP server name) is reached now: always the mode's route in
+    /// direct and proxy mode; in auto mode, direct until a direct call failed for a reason the
+    /// proxy fixes.
+    pub fn route_of(&self, upstream: &str) -> Route {
+        match (&self.fallback, &self.routes) {
+            (Some(fallback), _) => fallback.state.route_of(upstream),
+            (None, RouteTable::Direct { .. }) => Route::Direct,
+            (None, RouteTable::Proxy { .. }) => Route::Proxy,
+        }
+    }
+
+    /// Calls `listener` whenever an upstream changes route (auto mode only; otherwise never).
+    pub fn on_route_change(&self, listener: RouteListener) {
+        if let Some(fallback) = &self.fallback {
+            fallback.state.set_listener(listener);
+        }
+    }
+
+    /// Sends a chat request by the route of its provider: in auto mode, a direct attempt that
+    /// reached nothing (or would be blocked as mixed content) moves the provider to the proxy
+    /// and is sent there once; any other outcome is the answer.
+    async fn open(
+        &self,
+        req: &ChatRequest,
+        stream: bool,
+        signal: Option<&AbortSignal>,
+    ) -> Result<(PreparedRequest, fetch::Response), ApiError> {
+        let Some(fallback) = &self.fallback else {
+            let prepared = self.routes.chat(req, stream)?;
+            let resp = self.send(&prepared, signal, false).await?;
+            return Ok((prepared, resp));
+        };
+        let provider = ModelId::parse(&req.model)?.provider.to_owned();
+        if fallback.state.route_of(&provider) == Route::Direct {
+            let direct = self.routes.chat(req, stream)?;
+            let reason = if is_mixed_content(&direct.http.url) {
+                RouteReason::MixedContent
+            } else {
+                match self.send(&direct, signal, true).await {
+                    Err(e) => RouteReason::of(&e).ok_or(e)?,
+                    Ok(resp) => return Ok((direct, resp)),
+                }
+            };
+            fallback.state.switch(&provider, reason);
+        }
+        let prepared = fallback.routes.chat(req, stream)?;
+        let resp = self.send(&prepared, signal, false).await?;
+        Ok((prepared, resp))
     }
 
     /// Sends `prepared` until it gets an answer the retry policy accepts or gives up on; the
     /// answer is returned before any of its body is read, so a stream is never retried once
-    /// it has begun.
+    /// it has begun. With `fall_back`, an unreachable server is not retried: the caller sends
+    /// the request by another route instead.
     async fn send(
         &self,
         prepared: &PreparedRequest,
         signal: Option<&AbortSignal>,
+        fall_back: bool,
     ) -> Result<fetch::Response, ApiError> {
         let started = js_sys::Date::now();
         let mut attempts = 1;
@@ -202,7 +341,9 @@ impl ClientCore {
                     (Ok(resp), failure)
                 }
                 // `fetch`'s bare TypeError, with the server found unreachable: nothing was sent.
-                Err(e) if e.code == ErrorCode::NetworkError => (Err(e), Failure::NotSent),
+                Err(e) if e.code == ErrorCode::NetworkError && !fall_back => {
+                    (Err(e), Failure::NotSent)
+                }
                 Err(e) => return Err(e),
             };
             if failure == Failure::Final {
@@ -227,7 +368,10 @@ impl ClientCore {
 
     /// The MCP side of the client.
     pub fn mcp(&self) -> crate::mcp::McpClient<'_> {
-        crate::mcp::McpClient { routes: &self.mcp }
+        crate::mcp::McpClient {
+            routes: &self.mcp,
+            fallback: self.fallback.as_deref(),
+        }
     }
 
     /// A complete chat answer.
@@ -236,8 +380,7 @@ impl ClientCore {
         req: &ChatRequest,
         signal: Option<&AbortSignal>,
     ) -> Result<ChatResponse, ApiError> {
-        let prepared = self.routes.chat(req, false)?;
-        let resp = self.send(&prepared, signal).await?;
+        let (prepared, resp) = self.open(req, false, signal).await?;
         let (status, retry_after) = (resp.status, resp.retry_after.clone());
         let body = resp.bytes().await?;
         prepared.decode_response(status, retry_after.as_deref(), &body)
@@ -250,8 +393,7 @@ impl ClientCore {
         req: &ChatRequest,
         signal: Option<&AbortSignal>,
     ) -> Result<ChatStreamCore, ApiError> {
-        let prepared = self.routes.chat(req, true)?;
-        let resp = self.send(&prepared, signal).await?;
+        let (prepared, resp) = self.open(req, true, signal).await?;
         if !(200..300).contains(&resp.status) {
             let (status, retry_after) = (resp.status, resp.retry_after.clone());
             let body = resp.bytes().await?;

@@ -21,6 +21,7 @@ pub(crate) struct DirectMcpServer {
 
 struct Inner {
     name: String,
+    url: String,
     client: RefCell<McpHttpClient>,
     /// Tool names as last listed: an unknown tool is refused with `not_found` as the proxy does,
     /// rather than reaching servers that answer it with an `isError` result.
@@ -41,6 +42,7 @@ impl DirectMcpServer {
         Ok(DirectMcpServer {
             inner: Rc::new(Inner {
                 name: endpoint.name,
+                url: endpoint.url,
                 client: RefCell::new(client),
                 tools: RefCell::new(None),
             }),
@@ -50,6 +52,11 @@ impl DirectMcpServer {
     /// The configured name.
     pub(crate) fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// The configured endpoint.
+    pub(crate) fn url(&self) -> &str {
+        &self.inner.url
     }
 
     /// The session, to start a call with; the borrow must end before the call is driven.

@@ -5,14 +5,17 @@
 //! into the public face (`createClient`, async iterators, `Error` subclasses).
 
 mod agent;
+mod auto;
 mod client;
 mod direct_mcp;
 mod fetch;
 mod mcp;
 
 pub use agent::{AgentOptions, AgentRunCore, Approver};
+pub use auto::{Route, RouteChange, RouteListener, RouteReason};
 pub use client::{
-    ChatStreamCore, ClientCore, ClientOptions, DirectOptions, ProxyOptions, RetryOptions,
+    AutoOptions, ChatStreamCore, ClientCore, ClientOptions, DirectOptions, FallbackProxy,
+    ProxyOptions, RetryOptions,
 };
 pub use mcp::{McpClient, McpProgress, McpServerEndpoint};
 
@@ -42,6 +45,28 @@ impl Client {
         ClientCore::new(options)
             .map(|core| Client { core })
             .map_err(to_js)
+    }
+
+    /// How `upstream` (a provider or MCP server name) is reached now.
+    #[wasm_bindgen(js_name = routeOf, unchecked_return_type = "Route")]
+    pub fn route_of(&self, upstream: &str) -> String {
+        self.core.route_of(upstream).as_str().to_owned()
+    }
+
+    /// Calls `listener` with a `RouteChange` whenever auto mode moves an upstream to the proxy.
+    #[wasm_bindgen(js_name = onRouteChange)]
+    pub fn on_route_change(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "(change: RouteChange) => void")]
+        listener: js_sys::Function,
+    ) {
+        self.core
+            .on_route_change(std::rc::Rc::new(move |change: &RouteChange| {
+                if let Ok(value) = to_json_value(change) {
+                    // A throwing listener is the caller's bug; it must not fail the call.
+                    let _ = listener.call1(&JsValue::NULL, &value);
+                }
+            }));
     }
 
     /// A complete chat answer.

@@ -20,6 +20,8 @@ use switchyard_shared::{ApiError, ErrorCode, HttpRequest};
 use tsify::Tsify;
 use web_sys::AbortSignal;
 
+use crate::auto::{Route, RouteReason, is_mixed_content};
+use crate::client::Fallback;
 use crate::direct_mcp::DirectMcpServer;
 use crate::fetch;
 
@@ -67,9 +69,58 @@ pub(crate) enum McpRoutes {
 /// MCP operations of a client (`ClientCore::mcp`).
 pub struct McpClient<'a> {
     pub(crate) routes: &'a McpRoutes,
+    /// Auto mode only: the proxy, and which servers use it.
+    pub(crate) fallback: Option<&'a Fallback>,
 }
 
-impl McpClient<'_> {
+/// Runs `$call` with `$routes` bound to `$server`'s route; in auto mode, a direct call that
+/// reached nothing is run once more through the proxy (`$call` is written out twice).
+macro_rules! routed {
+    ($self:ident, $server:expr, |$routes:ident| $call:expr) => {{
+        let $routes = $self.pick($server);
+        match $call.await {
+            Err(e) => match $self.fall_back($server, $routes, &e) {
+                Some($routes) => $call.await,
+                None => Err(e),
+            },
+            done => done,
+        }
+    }};
+}
+
+impl<'a> McpClient<'a> {
+    /// The route a call to `server` starts on; in auto mode a server the browser would block as
+    /// mixed content moves to the proxy before anything is sent.
+    fn pick(&self, server: &str) -> &'a McpRoutes {
+        let Some(fallback) = self.fallback else {
+            return self.routes;
+        };
+        if fallback.state.route_of(server) == Route::Proxy {
+            return &fallback.mcp;
+        }
+        if self
+            .routes
+            .direct_url(server)
+            .is_some_and(|url| is_mixed_content(&url))
+        {
+            fallback.state.switch(server, RouteReason::MixedContent);
+            return &fallback.mcp;
+        }
+        self.routes
+    }
+
+    /// After a call on `used` failed with `e`: the proxy, when this was a direct call in auto
+    /// mode that reached nothing (`server` then stays on the proxy); otherwise `None`, and `e`
+    /// is the answer.
+    fn fall_back(&self, server: &str, used: &McpRoutes, e: &ApiError) -> Option<&'a McpRoutes> {
+        let fallback = self.fallback?;
+        if std::ptr::eq(used, &fallback.mcp) {
+            return None;
+        }
+        fallback.state.switch(server, RouteReason::of(e)?);
+        Some(&fallback.mcp)
+    }
+
     /// The servers this client can use.
     pub async fn list_servers(&self) -> Result<Vec<McpServerInfo>, ApiError> {
         self.routes.list_servers().await
@@ -77,7 +128,7 @@ impl McpClient<'_> {
 
     /// Every tool of `server` (all pages).
     pub async fn list_tools(&self, server: &str) -> Result<Vec<Tool>, ApiError> {
-        self.routes.list_tools(server).await
+        routed!(self, server, |routes| routes.list_tools(server))
     }
 
     /// Calls a tool; `on_progress` receives progress reports as they arrive.
@@ -87,12 +138,17 @@ impl McpClient<'_> {
         signal: Option<&AbortSignal>,
         on_progress: Option<&dyn Fn(McpProgress)>,
     ) -> Result<CallToolResult, ApiError> {
-        self.routes.call_tool(call, signal, on_progress).await
+        let server = call.server.clone();
+        routed!(self, &server, |routes| routes.call_tool(
+            call.clone(),
+            signal,
+            on_progress
+        ))
     }
 
     /// Every resource of `server` (all pages).
     pub async fn list_resources(&self, server: &str) -> Result<Vec<Resource>, ApiError> {
-        self.routes.list_resources(server).await
+        routed!(self, server, |routes| routes.list_resources(server))
     }
 
     /// Reads one resource.
@@ -101,12 +157,12 @@ impl McpClient<'_> {
         server: &str,
         uri: &str,
     ) -> Result<ReadResourceResult, ApiError> {
-        self.routes.read_resource(server, uri).await
+        routed!(self, server, |routes| routes.read_resource(server, uri))
     }
 
     /// Every prompt of `server` (all pages).
     pub async fn list_prompts(&self, server: &str) -> Result<Vec<Prompt>, ApiError> {
-        self.routes.list_prompts(server).await
+        routed!(self, server, |routes| routes.list_prompts(server))
     }
 
     /// Gets a prompt with its arguments filled in.
@@ -116,7 +172,11 @@ impl McpClient<'_> {
         name: &str,
         arguments: Option<JsonObject>,
     ) -> Result<GetPromptResult, ApiError> {
-        self.routes.get_prompt(server, name, arguments).await
+        routed!(self, server, |routes| routes.get_prompt(
+            server,
+            name,
+            arguments.clone()
+        ))
     }
 }
 
@@ -216,6 +276,17 @@ impl McpRoutes {
                     format!("no MCP server named {name:?} is configured"),
                 )
             })
+    }
+
+    /// The endpoint of direct server `name`, if this is the direct route and knows it.
+    fn direct_url(&self, name: &str) -> Option<String> {
+        match self {
+            McpRoutes::Direct(servers) => servers
+                .iter()
+                .find(|s| s.name() == name)
+                .map(|s| s.url().to_owned()),
+            McpRoutes::Proxy { .. } => None,
+        }
     }
 
     fn proxy(&self) -> Option<(&str, Option<&str>)> {

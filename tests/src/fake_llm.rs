@@ -99,6 +99,9 @@ pub struct Observed {
     pub streams_cancelled: u64,
     /// `Authorization` header of the most recent chat request, if any.
     pub last_authorization: Option<String>,
+    /// `Origin` header of the most recent chat request: a browser sends one, the proxy does not,
+    /// so it tells which of them reached the fake.
+    pub last_origin: Option<String>,
     /// JSON body of the most recent chat request (`None` if it was not JSON).
     pub last_body: Option<Value>,
     /// Chat requests answered with an armed failure ([`FailNext`]).
@@ -159,6 +162,24 @@ impl FakeLlm {
 
     /// Starts serving on an already-bound loopback listener.
     pub async fn start_on(config: FakeLlmConfig, listener: TcpListener) -> anyhow::Result<FakeLlm> {
+        Self::serve(config, listener, true).await
+    }
+
+    /// Like [`FakeLlm::start_on`], but `/v1/*` answers without CORS headers, as a provider that
+    /// does not admit browsers: a page's calls are refused by the browser before they are sent.
+    /// The control routes (`/_observed`, ...) stay open so a page can still read the counters.
+    pub async fn start_on_without_cors(
+        config: FakeLlmConfig,
+        listener: TcpListener,
+    ) -> anyhow::Result<FakeLlm> {
+        Self::serve(config, listener, false).await
+    }
+
+    async fn serve(
+        config: FakeLlmConfig,
+        listener: TcpListener,
+        cors: bool,
+    ) -> anyhow::Result<FakeLlm> {
         let addr = listener
             .local_addr()
             .context("reading the listener address")?;
@@ -178,7 +199,7 @@ impl FakeLlm {
             inner: listener,
             connections: Arc::clone(&connections),
         };
-        let app = router(Arc::clone(&shared));
+        let app = router(Arc::clone(&shared), cors);
         let server = tokio::spawn(async move {
             let app = app.into_make_service_with_connect_info::<Connection>();
             if let Err(error) = axum::serve(tracked, app).await {
@@ -273,7 +294,7 @@ impl Shared {
     }
 }
 
-fn router(shared: Arc<Shared>) -> Router {
+fn router(shared: Arc<Shared>, api_cors: bool) -> Router {
     // Hosted providers answer browsers from any origin; the SDK calls the fake
     // directly from a page served elsewhere, so CORS must be just as open.
     let cors = CorsLayer::new()
@@ -281,15 +302,17 @@ fn router(shared: Arc<Shared>) -> Router {
         .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
         .allow_headers([AUTHORIZATION, CONTENT_TYPE])
         .expose_headers([RETRY_AFTER]);
-    Router::new()
+    let api = Router::new()
         .route("/v1/models", get(list_models))
         .route("/v1/chat/completions", post(chat_completions))
+        .fallback(unknown_route);
+    let control = Router::new()
         .route("/_observed", get(get_observed))
         .route("/_reset", post(reset_observed))
         .route("/_fail", post(arm_failures))
-        .fallback(unknown_route)
-        .layer(cors)
-        .with_state(shared)
+        .layer(cors.clone());
+    let api = if api_cors { api.layer(cors) } else { api };
+    api.merge(control).with_state(shared)
 }
 
 async fn list_models(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
@@ -370,9 +393,13 @@ async fn chat_completions(
     let authorization = headers
         .get(AUTHORIZATION)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let origin = headers
+        .get(axum::http::header::ORIGIN)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     shared.with_observed(|o| {
         o.requests += 1;
         o.last_authorization = authorization;
+        o.last_origin = origin;
         o.last_body = parsed.as_ref().ok().cloned();
     });
     match shared.next_failure() {

@@ -462,6 +462,12 @@ impl HttpTestServer {
     /// Binds `addr` (port 0 for any) and serves. `stateless`: no legacy sessions, every request
     /// stands alone (2026-07-28 requests are stateless either way).
     pub async fn start(addr: SocketAddr, stateless: bool) -> anyhow::Result<Self> {
+        Self::start_with(addr, stateless, true).await
+    }
+
+    /// Like [`HttpTestServer::start`]; without `cors` it sends no CORS headers, as a server that
+    /// does not admit browsers: a page's calls are refused by the browser before they are sent.
+    pub async fn start_with(addr: SocketAddr, stateless: bool, cors: bool) -> anyhow::Result<Self> {
         let server = TestServer::new();
         let counters = Arc::clone(server.counters());
         let mut config = StreamableHttpServerConfig::default()
@@ -475,9 +481,8 @@ impl HttpTestServer {
             LocalSessionManager::default().into(),
             config,
         );
-        let app = axum::Router::new()
-            .nest_service("/mcp", service)
-            .layer(browser_cors());
+        let app = axum::Router::new().nest_service("/mcp", service);
+        let app = if cors { app.layer(browser_cors()) } else { app };
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let task = tokio::spawn(async move {

@@ -262,6 +262,12 @@ fn with_servers<'a>(
             &servers.mcp_everything_url,
         )
         .env("SWITCHYARD_TEST_MCP_STATELESS", &servers.mcp_stateless_url)
+        .env(
+            "SWITCHYARD_TEST_NOCORS_UPSTREAM",
+            &servers.nocors_upstream_url,
+        )
+        .env("SWITCHYARD_TEST_MCP_NOCORS", &servers.mcp_nocors_url)
+        .env("SWITCHYARD_TEST_REFUSED", &servers.refused_url)
         .env("SWITCHYARD_TEST_PAGE_PORT", page_port.to_string())
 }
 

@@ -37,7 +37,9 @@ pub fn free_port() -> Result<u16> {
 /// and `gemini`; MCP servers `everything` (the reference server over
 /// Streamable HTTP), `everything-stdio` (the same over stdio, which only the proxy can reach),
 /// `stateless` (an rmcp server speaking the stateless 2026-07-28 revision) and `rmcp-stdio` (the
-/// rmcp server over stdio, proxy only, whose `stats` show the cancellations it was sent).
+/// rmcp server over stdio, proxy only, whose `stats` show the cancellations it was sent); and
+/// for auto mode, providers `nocors` and `refused` and MCP server `nocors`, which a page cannot
+/// reach itself but the proxy can.
 pub struct TestServers {
     children: Vec<Child>,
     /// The upstream's OpenAI-compatible base URL, `http://127.0.0.1:PORT/v1`.
@@ -50,6 +52,14 @@ pub struct TestServers {
     pub mcp_everything_url: String,
     /// The stateless rmcp server's endpoint.
     pub mcp_stateless_url: String,
+    /// A second OpenAI-compatible test upstream that sends no CORS headers (and wants no key),
+    /// so a page cannot call it: provider `nocors` of the proxy.
+    pub nocors_upstream_url: String,
+    /// The stateless rmcp server again, without CORS headers: MCP server `nocors` of the proxy.
+    pub mcp_nocors_url: String,
+    /// A base URL on a port nothing listens on; the proxy's provider `refused` is the CORS-less
+    /// upstream under that name, as if the page could not reach what the proxy can.
+    pub refused_url: String,
     /// The proxy's origin, `http://127.0.0.1:PORT`.
     pub proxy_url: String,
     /// A proxy in front of the same LLM upstream that requires [`AUTH_PROXY_KEY`], and mints
@@ -119,6 +129,9 @@ impl TestServers {
             gemini_url: String::new(),
             mcp_everything_url: String::new(),
             mcp_stateless_url: String::new(),
+            nocors_upstream_url: String::new(),
+            mcp_nocors_url: String::new(),
+            refused_url: format!("http://127.0.0.1:{}/v1", free_port()?),
             proxy_url: String::new(),
             auth_proxy_url: String::new(),
         };
@@ -180,6 +193,29 @@ impl TestServers {
         servers.children.push(child);
         servers.mcp_stateless_url = format!("{origin}/mcp");
 
+        let (child, origin) = spawn_listening(
+            command(&bin.join("fake-llm").to_string_lossy()).args([
+                "--listen",
+                "127.0.0.1:0",
+                "--no-cors",
+            ]),
+            work.join("fake-llm-nocors.log"),
+        )?;
+        servers.children.push(child);
+        servers.nocors_upstream_url = format!("{origin}/v1");
+
+        let (child, origin) = spawn_listening(
+            command(&bin.join("mcp-test-server").to_string_lossy()).args([
+                "--listen",
+                "127.0.0.1:0",
+                "--stateless",
+                "--no-cors",
+            ]),
+            work.join("mcp-test-server-nocors.log"),
+        )?;
+        servers.children.push(child);
+        servers.mcp_nocors_url = format!("{origin}/mcp");
+
         let config = work.join("proxy-test.toml");
         let origins: Vec<String> = origins.iter().map(|o| format!("{o:?}")).collect();
         let (_, stdio_args) = everything_command("stdio")?;
@@ -194,6 +230,11 @@ impl TestServers {
                  api_key_env = \"SWITCHYARD_TEST_ANTHROPIC_KEY\"\n\n\
                  [[providers]]\nname = \"gemini\"\nkind = \"gemini\"\nbase_url = \"{}\"\n\
                  api_key_env = \"SWITCHYARD_TEST_GEMINI_KEY\"\n\n\
+                 [[providers]]\nname = \"nocors\"\nkind = \"openai\"\nbase_url = \"{}\"\n\
+                 api_key_env = \"SWITCHYARD_TEST_UPSTREAM_KEY\"\n\n\
+                 [[providers]]\nname = \"refused\"\nkind = \"openai\"\nbase_url = \"{}\"\n\
+                 api_key_env = \"SWITCHYARD_TEST_UPSTREAM_KEY\"\n\n\
+                 [[mcp_servers]]\nname = \"nocors\"\ntransport = \"streamable_http\"\nurl = \"{}\"\n\n\
                  [[mcp_servers]]\nname = \"everything\"\ntransport = \"streamable_http\"\nurl = \"{}\"\n\n\
                  [[mcp_servers]]\nname = \"stateless\"\ntransport = \"streamable_http\"\nurl = \"{}\"\n\n\
                  [[mcp_servers]]\nname = \"everything-stdio\"\ntransport = \"stdio\"\ncommand = \"node\"\n\
@@ -204,6 +245,9 @@ impl TestServers {
                 servers.upstream_url,
                 servers.anthropic_url,
                 servers.gemini_url,
+                servers.nocors_upstream_url,
+                servers.nocors_upstream_url,
+                servers.mcp_nocors_url,
                 servers.mcp_everything_url,
                 servers.mcp_stateless_url,
                 stdio_args.join(", "),

@@ -7,7 +7,8 @@ export * from "./core.js";
 
 const loaded: Promise<WasmExports> = Promise.resolve(wasm);
 
-/** Creates a client; `mode: "direct"` calls providers from the browser, `"proxy"` goes through Switchyard. */
+/** Creates a client; `mode: "direct"` calls providers from the browser, `"proxy"` goes through
+ * Switchyard, `"auto"` calls directly and moves each upstream the page cannot reach to the proxy. */
 export function createClient(options: ClientOptions): SwitchyardClient {
   return new SwitchyardClient(() => loaded, options);
 }

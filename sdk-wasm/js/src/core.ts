@@ -18,8 +18,16 @@ import type {
   McpServerInfo,
   McpTool,
   ReadResourceResult,
+  Route,
+  RouteChange,
   StreamEvent,
 } from "./wasm/web/switchyard_client.js";
+
+/** The events a client reports, by type. */
+export interface ClientEvents {
+  /** Auto mode moved an upstream to the proxy, for the rest of the client's life. */
+  route: RouteChange;
+}
 
 /** What the loader of a wasm build provides. */
 export interface WasmExports {
@@ -270,21 +278,60 @@ export class McpApi {
   }
 }
 
-/** A client: the same interface in `"direct"` and `"proxy"` mode. */
+/** A client: the same interface in `"direct"`, `"proxy"` and `"auto"` mode. */
 export class SwitchyardClient {
   /** The mode this client was created with. */
   readonly mode: ClientOptions["mode"];
   /** MCP servers: tools, resources and prompts. */
   readonly mcp: McpApi;
   readonly #client: Promise<WasmClient>;
+  /** Upstreams auto mode moved to the proxy. */
+  readonly #proxied = new Set<string>();
+  readonly #listeners: { [K in keyof ClientEvents]: Set<(event: ClientEvents[K]) => void> } = {
+    route: new Set(),
+  };
 
   /** @internal */
   constructor(load: () => Promise<WasmExports>, options: ClientOptions) {
     this.mode = options.mode;
-    this.#client = load().then((wasm) => new wasm.Client(options));
+    this.#client = load().then((wasm) => {
+      const client = new wasm.Client(options);
+      client.onRouteChange((change) => this.#routeChanged(change));
+      return client;
+    });
     // Invalid options reject every call with the same error; never an unhandled rejection.
     this.#client.catch(() => undefined);
     this.mcp = new McpApi(this.#client);
+  }
+
+  /** How `upstream` (a provider or MCP server, by name) is reached now. In auto mode every
+   * upstream starts `"direct"` and may move to `"proxy"` once, for good. */
+  routeOf(upstream: string): Route {
+    if (this.mode === "auto") return this.#proxied.has(upstream) ? "proxy" : "direct";
+    return this.mode;
+  }
+
+  /** Calls `listener` on each event of `type`; returns a function that removes it. */
+  on<K extends keyof ClientEvents>(type: K, listener: (event: ClientEvents[K]) => void): () => void {
+    const listeners = this.#listeners[type];
+    listeners.add(listener);
+    return () => {
+      listeners.delete(listener);
+    };
+  }
+
+  #routeChanged(change: RouteChange): void {
+    this.#proxied.add(change.upstream);
+    for (const listener of this.#listeners.route) {
+      try {
+        listener(change);
+      } catch (e) {
+        // A failing listener is the caller's bug: reported, but the call it came from goes on.
+        queueMicrotask(() => {
+          throw e;
+        });
+      }
+    }
   }
 
   /** Resolves once the wasm module is loaded and the options are checked. */
@@ -321,6 +368,7 @@ export type {
   AgentToolCall,
   ApiError,
   AssistantMessage,
+  AutoOptions,
   CallToolResult,
   ChatRequest,
   ChatResponse,
@@ -329,6 +377,7 @@ export type {
   ContentPart,
   DirectOptions,
   ErrorCode,
+  FallbackProxy,
   FinishReason,
   GetPromptResult,
   McpContentBlock,
@@ -350,6 +399,9 @@ export type {
   ProxyOptions,
   RetryOptions,
   ReadResourceResult,
+  Route,
+  RouteChange,
+  RouteReason,
   StreamEvent,
   ToolCall,
   ToolCallStatus,

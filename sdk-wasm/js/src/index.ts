@@ -13,7 +13,8 @@ function load(): Promise<WasmExports> {
   return loading;
 }
 
-/** Creates a client; `mode: "direct"` calls providers from the browser, `"proxy"` goes through Switchyard. */
+/** Creates a client; `mode: "direct"` calls providers from the browser, `"proxy"` goes through
+ * Switchyard, `"auto"` calls directly and moves each upstream the page cannot reach to the proxy. */
 export function createClient(options: ClientOptions): SwitchyardClient {
   return new SwitchyardClient(load, options);
 }

@@ -22,6 +22,7 @@ const pagePort = Number(setting("SWITCHYARD_TEST_PAGE_PORT"));
 const pkgDir = setting("SWITCHYARD_TEST_PKG");
 const mcpEverything = setting("SWITCHYARD_TEST_MCP_EVERYTHING");
 const mcpStateless = setting("SWITCHYARD_TEST_MCP_STATELESS");
+const nocorsUpstream = setting("SWITCHYARD_TEST_NOCORS_UPSTREAM");
 
 const types = { ".js": "text/javascript", ".wasm": "application/wasm", ".html": "text/html", ".json": "application/json" };
 
@@ -484,6 +485,45 @@ test("a provider apiKey in direct mode needs allowBrowserSecrets, a keyless prov
   assert.doesNotMatch(r.refused.message, /sk-page-secret/);
   assert.equal(r.allowed, null);
   assert.equal(r.keyless, null);
+});
+
+test("auto mode moves an upstream without CORS to the proxy once, and says so", async () => {
+  const r = await page.evaluate(
+    async ({ upstream, upstreamKey, nocorsUpstream, proxy }) => {
+      const client = sdk.createClient({
+        mode: "auto",
+        providers: [
+          { name: "fake", kind: "openai", baseUrl: upstream, apiKey: upstreamKey },
+          { name: "nocors", kind: "openai", baseUrl: nocorsUpstream },
+        ],
+        allowBrowserSecrets: true,
+        proxy: { baseUrl: proxy },
+      });
+      const events = [];
+      const seen = [];
+      client.on("route", (e) => events.push(e));
+      const stop = client.on("route", (e) => seen.push(e));
+      const ask = (model, content) => ({ model, messages: [{ role: "user", content }] });
+      const initially = client.routeOf("nocors");
+      const direct = (await client.chat(ask("fake/echo", "direct"))).message.content;
+      const first = (await client.chat(ask("nocors/echo", "first"))).message.content;
+      const then = client.routeOf("nocors");
+      stop();
+      const second = (await client.chatStream(ask("nocors/echo", "second")).finalMessage()).message.content;
+      return { initially, direct, first, then, second, fake: client.routeOf("fake"), events, seen };
+    },
+    { upstream, upstreamKey, nocorsUpstream, proxy },
+  );
+  assert.deepEqual(r, {
+    initially: "direct",
+    direct: "echo: direct",
+    first: "echo: first",
+    then: "proxy",
+    second: "echo: second",
+    fake: "direct",
+    events: [{ upstream: "nocors", route: "proxy", reason: "cors_blocked" }],
+    seen: [{ upstream: "nocors", route: "proxy", reason: "cors_blocked" }],
+  });
 });
 
 async function waitFor(check, ms = 3000) {

@@ -38,6 +38,9 @@ struct Args {
     /// Which provider to be.
     #[arg(long, value_enum, default_value = "openai")]
     kind: Kind,
+    /// Answer `/v1/*` without CORS headers, so browsers refuse to call it (OpenAI kind only).
+    #[arg(long)]
+    no_cors: bool,
 }
 
 #[tokio::main]
@@ -52,6 +55,10 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
+    anyhow::ensure!(
+        !args.no_cors || matches!(args.kind, Kind::Openai),
+        "--no-cors is only supported with --kind openai"
+    );
     let key = || {
         args.api_key
             .clone()
@@ -60,13 +67,14 @@ async fn main() -> anyhow::Result<()> {
     // Held, whatever its kind, until Ctrl-C: dropping a fake stops it.
     let (server, addr): (Box<dyn std::any::Any>, SocketAddr) = match args.kind {
         Kind::Openai => {
-            let fake = FakeLlm::start_on(
-                FakeLlmConfig {
-                    api_key: args.api_key.clone(),
-                },
-                listener,
-            )
-            .await?;
+            let config = FakeLlmConfig {
+                api_key: args.api_key.clone(),
+            };
+            let fake = if args.no_cors {
+                FakeLlm::start_on_without_cors(config, listener).await?
+            } else {
+                FakeLlm::start_on(config, listener).await?
+            };
             let addr = fake.local_addr();
             (Box::new(fake), addr)
         }

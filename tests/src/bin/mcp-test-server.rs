@@ -23,6 +23,9 @@ struct Args {
     /// No legacy HTTP sessions: every request stands alone (as 2026-07-28 requests always do).
     #[arg(long)]
     stateless: bool,
+    /// Send no CORS headers, so browsers refuse to call it.
+    #[arg(long, conflicts_with = "stdio")]
+    no_cors: bool,
 }
 
 #[tokio::main]
@@ -36,7 +39,7 @@ async fn main() -> anyhow::Result<()> {
         listen.ip().is_loopback(),
         "--listen must be a loopback address, got {listen}"
     );
-    let server = HttpTestServer::start(listen, args.stateless)
+    let server = HttpTestServer::start_with(listen, args.stateless, !args.no_cors)
         .await
         .with_context(|| format!("serving on {listen}"))?;
     {
