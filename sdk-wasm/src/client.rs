@@ -19,6 +19,8 @@ use tsify::Tsify;
 use web_sys::AbortSignal;
 
 use crate::fetch::{self, BodyReader};
+use crate::ws::{Answer, WsLink, WsRequest};
+use switchyard_shared::ws::{Operation, StreamItem};
 
 /// How the client reaches LLMs: `"direct"` to the providers, `"proxy"` through Switchyard, or
 /// `"auto"`: directly, and through Switchyard for each upstream the page turns out not to reach.
@@ -135,6 +137,22 @@ pub struct ProxyOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[tsify(optional)]
     pub retry: Option<RetryOptions>,
+    /// How requests travel: `"sse"` (default), one HTTP request each, streams as server-sent
+    /// events; or `"websocket"`, every request on one socket to the proxy's `/api/ws`.
+    #[serde(default)]
+    #[tsify(optional)]
+    pub transport: Transport,
+}
+
+/// How proxy mode reaches the proxy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, Tsify)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// One HTTP request per call; streams as server-sent events.
+    #[default]
+    Sse,
+    /// Every call on one WebSocket, opened on first use (`/api/ws`).
+    Websocket,
 }
 
 /// Retries of chat requests that failed before their answer began: the server could not be
@@ -200,25 +218,36 @@ pub struct ClientCore {
     retry: RetryPolicy,
     /// Auto mode only.
     fallback: Option<Rc<Fallback>>,
+    /// Proxy mode over a WebSocket only.
+    ws: Option<Rc<WsLink>>,
 }
 
 /// The proxy's tables for `base_url`.
 fn proxy_tables(
     base_url: &str,
     api_key: Option<String>,
+    ws: Option<Rc<WsLink>>,
 ) -> Result<(RouteTable, McpRoutes), ApiError> {
     let routes = RouteTable::proxy(base_url, api_key.clone())?;
     let base_url = match &routes {
         RouteTable::Proxy { base_url, .. } => base_url.clone(),
         RouteTable::Direct { .. } => base_url.to_owned(),
     };
-    Ok((routes, McpRoutes::Proxy { base_url, api_key }))
+    Ok((
+        routes,
+        McpRoutes::Proxy {
+            base_url,
+            api_key,
+            ws,
+        },
+    ))
 }
 
 impl ClientCore {
     /// Checks the options and builds the routing tables for their mode.
     pub fn new(options: ClientOptions) -> Result<Self, ApiError> {
         let mut fallback = None;
+        let mut ws = None;
         let (routes, mcp, retry) = match options {
             ClientOptions::Direct(d) => {
                 d.check_secrets()?;
@@ -229,7 +258,12 @@ impl ClientCore {
                 )
             }
             ClientOptions::Proxy(p) => {
-                let (routes, mcp) = proxy_tables(&p.base_url, p.api_key)?;
+                if p.transport == Transport::Websocket {
+                    // The URL is checked as the HTTP routes' before the link is built from it.
+                    RouteTable::proxy(&p.base_url, None)?;
+                    ws = Some(Rc::new(WsLink::new(&p.base_url, p.api_key.clone())?));
+                }
+                let (routes, mcp) = proxy_tables(&p.base_url, p.api_key, ws.clone())?;
                 (routes, mcp, p.retry)
             }
             ClientOptions::Auto(a) => {
@@ -240,7 +274,8 @@ impl ClientCore {
                     allow_browser_secrets: a.allow_browser_secrets,
                 };
                 direct.check_secrets()?;
-                let (proxy_routes, proxy_mcp) = proxy_tables(&a.proxy.base_url, a.proxy.api_key)?;
+                let (proxy_routes, proxy_mcp) =
+                    proxy_tables(&a.proxy.base_url, a.proxy.api_key, None)?;
                 fallback = Some(Rc::new(Fallback {
                     routes: proxy_routes,
                     mcp: proxy_mcp,
@@ -259,6 +294,7 @@ impl ClientCore {
             mcp,
             retry,
             fallback,
+            ws,
         })
     }
 
@@ -380,6 +416,10 @@ impl ClientCore {
         req: &ChatRequest,
         signal: Option<&AbortSignal>,
     ) -> Result<ChatResponse, ApiError> {
+        if let Some(ws) = &self.ws {
+            req.validate()?;
+            return ws.call(&Operation::Chat(req.clone()), signal).await;
+        }
         let (prepared, resp) = self.open(req, false, signal).await?;
         let (status, retry_after) = (resp.status, resp.retry_after.clone());
         let body = resp.bytes().await?;
@@ -393,6 +433,22 @@ impl ClientCore {
         req: &ChatRequest,
         signal: Option<&AbortSignal>,
     ) -> Result<ChatStreamCore, ApiError> {
+        if let Some(ws) = &self.ws {
+            req.validate()?;
+            let request = ws.start(&Operation::ChatStream(req.clone()), signal)?;
+            let mut stream = ChatStreamCore {
+                source: Source::Ws(request),
+                pending: VecDeque::new(),
+                acc: ChatAccumulator::new(),
+                finished: false,
+            };
+            // As over HTTP, an error the proxy reports before the first event rejects here.
+            if let Err(error) = stream.pull().await {
+                stream.finished = true;
+                return Err(error);
+            }
+            return Ok(stream);
+        }
         let (prepared, resp) = self.open(req, true, signal).await?;
         if !(200..300).contains(&resp.status) {
             let (status, retry_after) = (resp.status, resp.retry_after.clone());
@@ -400,8 +456,10 @@ impl ClientCore {
             return Err(prepared.decode_error(status, retry_after.as_deref(), &body));
         }
         Ok(ChatStreamCore {
-            reader: resp.into_reader()?,
-            decoder: prepared.stream_decoder(),
+            source: Source::Http {
+                reader: resp.into_reader()?,
+                decoder: prepared.stream_decoder(),
+            },
             pending: VecDeque::new(),
             acc: ChatAccumulator::new(),
             finished: false,
@@ -411,11 +469,21 @@ impl ClientCore {
 
 /// A streamed answer being read.
 pub struct ChatStreamCore {
-    reader: BodyReader,
-    decoder: ChatStreamDecoder,
+    source: Source,
     pending: VecDeque<StreamEvent>,
     acc: ChatAccumulator,
     finished: bool,
+}
+
+/// Where a stream's events come from.
+enum Source {
+    /// A server-sent event stream, or a provider's own stream format.
+    Http {
+        reader: BodyReader,
+        decoder: ChatStreamDecoder,
+    },
+    /// A `chat_stream` on the proxy's WebSocket.
+    Ws(WsRequest),
 }
 
 impl ChatStreamCore {
@@ -440,19 +508,36 @@ impl ChatStreamCore {
                     Ok(_) => Ok(None),
                 };
             }
-            match self.reader.next_chunk().await {
-                Ok(Some(chunk)) => self.pending.extend(self.decoder.push(&chunk)),
-                Ok(None) => {
-                    self.pending.extend(self.decoder.finish());
-                    self.finished = true;
-                }
-                Err(e) => {
-                    // An abort stays an abort; any other read failure cut the stream short.
-                    self.pending.push_back(StreamEvent::Error { error: e });
-                    self.finished = true;
-                }
+            if let Err(error) = self.pull().await {
+                self.pending.push_back(StreamEvent::Error { error });
+                self.finished = true;
             }
         }
+    }
+
+    /// Reads what comes next into `pending`; `Err` if reading failed (an abort stays an abort;
+    /// any other failure cut the stream short).
+    async fn pull(&mut self) -> Result<(), ApiError> {
+        match &mut self.source {
+            Source::Http { reader, decoder } => match reader.next_chunk().await? {
+                Some(chunk) => self.pending.extend(decoder.push(&chunk)),
+                None => {
+                    self.pending.extend(decoder.finish());
+                    self.finished = true;
+                }
+            },
+            Source::Ws(request) => match request.next().await? {
+                Some(Answer::Event(StreamItem::Chat(event))) => self.pending.push_back(event),
+                None => self.finished = true,
+                Some(_) => {
+                    return Err(ApiError::new(
+                        ErrorCode::UpstreamError,
+                        "the proxy sent a frame that is not a chat event",
+                    ));
+                }
+            },
+        }
+        Ok(())
     }
 
     /// Reads the rest of the stream and returns the whole answer.
@@ -473,6 +558,9 @@ impl ChatStreamCore {
 
     fn stop(&mut self) {
         self.finished = true;
-        self.reader.cancel();
+        match &mut self.source {
+            Source::Http { reader, .. } => reader.cancel(),
+            Source::Ws(request) => request.cancel(),
+        }
     }
 }

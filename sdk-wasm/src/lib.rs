@@ -10,12 +10,13 @@ mod client;
 mod direct_mcp;
 mod fetch;
 mod mcp;
+mod ws;
 
 pub use agent::{AgentOptions, AgentRunCore, Approver};
 pub use auto::{Route, RouteChange, RouteListener, RouteReason};
 pub use client::{
     AutoOptions, ChatStreamCore, ClientCore, ClientOptions, DirectOptions, FallbackProxy,
-    ProxyOptions, RetryOptions,
+    ProxyOptions, RetryOptions, Transport,
 };
 pub use mcp::{McpClient, McpProgress, McpServerEndpoint};
 

@@ -24,6 +24,9 @@ use crate::auto::{Route, RouteReason, is_mixed_content};
 use crate::client::Fallback;
 use crate::direct_mcp::DirectMcpServer;
 use crate::fetch;
+use crate::ws::{Answer, WsLink, WsRequest};
+use switchyard_shared::mcp::McpListQuery;
+use switchyard_shared::ws::{Operation, StreamItem};
 
 /// An MCP server the browser reaches itself (Streamable HTTP).
 #[derive(Debug, Clone, Serialize, Deserialize, Tsify)]
@@ -63,6 +66,8 @@ pub(crate) enum McpRoutes {
     Proxy {
         base_url: String,
         api_key: Option<String>,
+        /// With `transport: "websocket"`: the socket every call takes.
+        ws: Option<Rc<WsLink>>,
     },
 }
 
@@ -221,6 +226,19 @@ impl ListKind {
         }
     }
 
+    /// The request for one page on the proxy's WebSocket.
+    fn ws_op(self, server: &str, cursor: Option<String>) -> Operation {
+        let query = McpListQuery {
+            server: server.to_owned(),
+            cursor,
+        };
+        match self {
+            ListKind::Tools => Operation::McpListTools(query),
+            ListKind::Resources => Operation::McpListResources(query),
+            ListKind::Prompts => Operation::McpListPrompts(query),
+        }
+    }
+
     /// The proxy-mode request for one page.
     fn proxy_op<'a>(self, server: &'a str, cursor: Option<&'a str>) -> McpProxyOp<'a> {
         match self {
@@ -238,6 +256,8 @@ enum RawAnswer {
     Direct(McpRawResult),
     /// The body of the proxy's 2xx answer.
     Proxy(Vec<u8>),
+    /// The body of a `result` frame on the proxy's WebSocket.
+    Ws(serde_json::Value),
 }
 
 impl RawAnswer {
@@ -245,6 +265,12 @@ impl RawAnswer {
         match self {
             RawAnswer::Direct(result) => result.decode(),
             RawAnswer::Proxy(body) => decode_proxy_result(body),
+            RawAnswer::Ws(body) => T::deserialize(body).map_err(|e| {
+                ApiError::new(
+                    ErrorCode::UpstreamError,
+                    format!("unreadable answer from the proxy: {e}"),
+                )
+            }),
         }
     }
 }
@@ -291,7 +317,9 @@ impl McpRoutes {
 
     fn proxy(&self) -> Option<(&str, Option<&str>)> {
         match self {
-            McpRoutes::Proxy { base_url, api_key } => Some((base_url, api_key.as_deref())),
+            McpRoutes::Proxy {
+                base_url, api_key, ..
+            } => Some((base_url, api_key.as_deref())),
             McpRoutes::Direct(_) => None,
         }
     }
@@ -306,7 +334,13 @@ impl McpRoutes {
                     transport: McpTransport::StreamableHttp,
                 })
                 .collect()),
-            McpRoutes::Proxy { base_url, api_key } => {
+            McpRoutes::Proxy { ws: Some(ws), .. } => {
+                let list: McpServerList = ws.call(&Operation::McpServers, None).await?;
+                Ok(list.servers)
+            }
+            McpRoutes::Proxy {
+                base_url, api_key, ..
+            } => {
                 let req = proxy_request(base_url, api_key.as_deref(), &McpProxyOp::ListServers);
                 let list: McpServerList = decode_proxy_result(&proxy_body(&req, None).await?)?;
                 Ok(list.servers)
@@ -345,7 +379,13 @@ impl McpRoutes {
                     let call = kind.request(&s.client(), cursor.take());
                     RawAnswer::Direct(s.run_raw(call, None, None).await?)
                 }
-                McpRoutes::Proxy { base_url, api_key } => {
+                McpRoutes::Proxy { ws: Some(ws), .. } => {
+                    let op = kind.ws_op(server, cursor.clone());
+                    RawAnswer::Ws(ws.call(&op, None).await?)
+                }
+                McpRoutes::Proxy {
+                    base_url, api_key, ..
+                } => {
                     let op = kind.proxy_op(server, cursor.as_deref());
                     let req = proxy_request(base_url, api_key.as_deref(), &op);
                     RawAnswer::Proxy(proxy_body(&req, None).await?)
@@ -393,7 +433,16 @@ impl McpRoutes {
                 s.call_tool(&call.name, call.arguments, signal, on_progress)
                     .await
             }
-            McpRoutes::Proxy { base_url, api_key } => {
+            McpRoutes::Proxy { ws: Some(ws), .. } => match on_progress {
+                None => ws.call(&Operation::McpCall(call), signal).await,
+                Some(report) => {
+                    let request = ws.start(&Operation::McpCallStream(call), signal)?;
+                    ws_tool_stream(request, report).await
+                }
+            },
+            McpRoutes::Proxy {
+                base_url, api_key, ..
+            } => {
                 let stream = on_progress.is_some();
                 let op = McpProxyOp::CallTool {
                     call: &call,
@@ -425,7 +474,8 @@ impl McpRoutes {
                     server: server.to_owned(),
                     uri: uri.to_owned(),
                 };
-                self.proxy_call(&McpProxyOp::ReadResource(&body)).await
+                let op = Operation::McpReadResource(body.clone());
+                self.proxy_call(&McpProxyOp::ReadResource(&body), op).await
             }
         }
     }
@@ -449,12 +499,21 @@ impl McpRoutes {
                     name: name.to_owned(),
                     arguments,
                 };
-                self.proxy_call(&McpProxyOp::GetPrompt(&body)).await
+                let op = Operation::McpGetPrompt(body.clone());
+                self.proxy_call(&McpProxyOp::GetPrompt(&body), op).await
             }
         }
     }
 
-    async fn proxy_call<T: DeserializeOwned>(&self, op: &McpProxyOp<'_>) -> Result<T, ApiError> {
+    /// A single call to the proxy: `op` over HTTP, or `ws_op` on the socket.
+    async fn proxy_call<T: DeserializeOwned>(
+        &self,
+        op: &McpProxyOp<'_>,
+        ws_op: Operation,
+    ) -> Result<T, ApiError> {
+        if let McpRoutes::Proxy { ws: Some(ws), .. } = self {
+            return ws.call(&ws_op, None).await;
+        }
         let (base_url, api_key) = self
             .proxy()
             .ok_or_else(|| ApiError::internal("proxy route used in direct mode"))?;
@@ -471,6 +530,36 @@ async fn proxy_body(req: &HttpRequest, signal: Option<&AbortSignal>) -> Result<V
         Ok(body)
     } else {
         Err(decode_proxy_error(status, retry_after.as_deref(), &body))
+    }
+}
+
+/// A tool call's progress events on the proxy's WebSocket, up to its result.
+async fn ws_tool_stream(
+    mut request: WsRequest,
+    report: &dyn Fn(McpProgress),
+) -> Result<CallToolResult, ApiError> {
+    loop {
+        match request.next().await? {
+            Some(Answer::Event(StreamItem::Tool(event))) => match event {
+                McpToolEvent::Progress {
+                    progress,
+                    total,
+                    message,
+                } => report(McpProgress {
+                    progress,
+                    total,
+                    message,
+                }),
+                McpToolEvent::Result { result } => return Ok(result),
+                McpToolEvent::Error { error } => return Err(error),
+            },
+            Some(_) | None => {
+                return Err(ApiError::new(
+                    ErrorCode::StreamInterrupted,
+                    "the tool call's stream ended before its result",
+                ));
+            }
+        }
     }
 }
 

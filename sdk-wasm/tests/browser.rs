@@ -546,6 +546,7 @@ async fn proxy_mode_works_with_a_minted_token_within_its_scopes() {
         .into(),
         api_key: Some(token),
         retry: None,
+        transport: Default::default(),
     }))
     .expect("valid options");
     let answer = client
@@ -568,6 +569,7 @@ async fn proxy_mode_works_with_a_minted_token_within_its_scopes() {
         .into(),
         api_key: None,
         retry: None,
+        transport: Default::default(),
     }))
     .expect("valid options");
     let e = anonymous
@@ -643,6 +645,7 @@ async fn proxy_mode_reports_an_unreachable_proxy_as_a_network_error() {
         base_url: "http://127.0.0.1:9".into(),
         api_key: None,
         retry: None,
+        transport: Default::default(),
     }))
     .unwrap();
     let e = client
@@ -658,6 +661,7 @@ fn invalid_options_are_refused() {
         base_url: "localhost:3001".into(),
         api_key: None,
         retry: None,
+        transport: Default::default(),
     }))
     .err()
     .expect("refused");

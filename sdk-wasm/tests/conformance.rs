@@ -1,7 +1,8 @@
 //! One list of cases for every provider kind in both modes, in a real browser: the OpenAI-compatible
 //! test upstream (`fake`), the fake Anthropic API (`anthropic`) and the fake Gemini API (`gemini`),
-//! each reached directly and through the running proxy. Each case asserts the same normalized
-//! answer whichever wire format carried it: a difference between providers or modes is a bug.
+//! each reached directly and through the running proxy, over HTTP and over its WebSocket. Each
+//! case asserts the same normalized answer whichever wire format carried it: a difference between
+//! providers or modes is a bug.
 //!
 //! The three fakes script the same models by the same names (`echo`, `agent`, `length`, `long`,
 //! `drop-stream`, `error-stream`, `fail-*`), each in its own provider's format. `cargo xtask test` starts them and
@@ -396,7 +397,8 @@ async fn a_cancelled_stream_stops_the_upstream(provider: Provider, mode: Mode) {
     panic!("the upstream stream was not cancelled");
 }
 
-/// Defines every case for every provider in both modes, as `<provider>::<mode>::<case>`.
+/// Defines every case for every provider in both modes, as `<provider>::<mode>::<case>`; proxy
+/// mode runs twice, over HTTP (`proxy`) and over the WebSocket (`proxy_ws`).
 macro_rules! for_every_provider_and_mode {
     ($($case:ident),* $(,)?) => {
         for_every_provider_and_mode!(@provider fake, Fake; $($case),*);
@@ -407,6 +409,7 @@ macro_rules! for_every_provider_and_mode {
         mod $module {
             for_every_provider_and_mode!(@mode direct, Direct, $provider; $($case),*);
             for_every_provider_and_mode!(@mode proxy, Proxy, $provider; $($case),*);
+            for_every_provider_and_mode!(@mode proxy_ws, ProxyWebSocket, $provider; $($case),*);
         }
     };
     (@mode $module:ident, $mode:ident, $provider:ident; $($case:ident),*) => {

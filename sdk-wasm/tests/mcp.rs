@@ -1,6 +1,7 @@
 //! MCP from the browser, directly (Streamable HTTP) and through the proxy, against the reference
 //! server `@modelcontextprotocol/server-everything` (session-based, up to 2025-11-25) and an rmcp
-//! server speaking the stateless 2026-07-28 revision. Every case runs in both modes.
+//! server speaking the stateless 2026-07-28 revision. Every case runs in both modes, and proxy mode
+//! once more over the proxy's WebSocket.
 
 #![cfg(target_arch = "wasm32")]
 
@@ -211,7 +212,7 @@ async fn rmcp_stats(mode: Mode, server: &str) -> serde_json::Value {
 async fn aborting_a_tool_call_stops_it_at_the_server(mode: Mode) {
     let server = match mode {
         Mode::Direct => "stateless",
-        Mode::Proxy => "rmcp-stdio",
+        Mode::Proxy | Mode::ProxyWebSocket => "rmcp-stdio",
     };
     let before = rmcp_stats(mode, server).await;
     let controller = web_sys::AbortController::new().unwrap();
@@ -332,3 +333,30 @@ async fn proxy_mode_reaches_a_stdio_server() {
         .unwrap();
     assert_eq!(text_of(&r), "Echo: via stdio");
 }
+
+/// The same cases through the proxy's WebSocket, as `proxy_ws::<case>`.
+macro_rules! over_the_websocket {
+    ($($case:ident),* $(,)?) => {
+        mod proxy_ws {
+            $(
+                #[super::wasm_bindgen_test]
+                async fn $case() {
+                    super::$case(super::Mode::ProxyWebSocket).await
+                }
+            )*
+        }
+    };
+}
+
+over_the_websocket!(
+    servers_are_listed,
+    tools_are_listed,
+    tools_are_called,
+    progress_is_reported_while_a_tool_runs,
+    resources_are_listed_and_read,
+    prompts_are_listed_and_filled,
+    unknown_servers_and_tools_are_not_found,
+    aborting_a_tool_call_rejects_with_aborted,
+    aborting_a_tool_call_stops_it_at_the_server,
+    the_stateless_revision_works_like_the_others,
+);

@@ -2,17 +2,20 @@
 //! `cargo xtask test` passes at compile time.
 
 use switchyard_sdk_wasm::{
-    ClientCore, ClientOptions, DirectOptions, McpServerEndpoint, ProxyOptions,
+    ClientCore, ClientOptions, DirectOptions, McpServerEndpoint, ProxyOptions, Transport,
 };
 use switchyard_shared::{ProviderEndpoint, ProviderKind};
 
 /// How a case reaches its upstreams: by itself, or through the running proxy.
 #[derive(Clone, Copy, Debug)]
+#[allow(dead_code, reason = "each suite uses the modes it runs in")]
 pub enum Mode {
     /// The SDK calls the upstreams itself.
     Direct,
     /// The SDK calls the proxy, which calls the upstreams.
     Proxy,
+    /// As `Proxy`, every call on one WebSocket.
+    ProxyWebSocket,
 }
 
 /// Defines each case once per mode, as `direct::<case>` and `proxy::<case>`: the same list runs
@@ -141,7 +144,7 @@ pub fn mcp_servers() -> Vec<McpServerEndpoint> {
 }
 
 /// The running proxy, without a key of its own.
-fn proxy_options() -> ProxyOptions {
+pub fn proxy_options(transport: Transport) -> ProxyOptions {
     ProxyOptions {
         base_url: setting(
             option_env!("SWITCHYARD_TEST_PROXY"),
@@ -150,6 +153,7 @@ fn proxy_options() -> ProxyOptions {
         .into(),
         api_key: None,
         retry: None,
+        transport,
     }
 }
 
@@ -168,7 +172,8 @@ pub fn client(
             mcp_servers,
             retry: None,
         }),
-        Mode::Proxy => ClientOptions::Proxy(proxy_options()),
+        Mode::Proxy => ClientOptions::Proxy(proxy_options(Transport::Sse)),
+        Mode::ProxyWebSocket => ClientOptions::Proxy(proxy_options(Transport::Websocket)),
     };
     ClientCore::new(options).expect("valid options")
 }
