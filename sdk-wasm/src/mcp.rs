@@ -256,8 +256,6 @@ enum RawAnswer {
     Direct(McpRawResult),
     /// The body of the proxy's 2xx answer.
     Proxy(Vec<u8>),
-    /// The body of a `result` frame on the proxy's WebSocket.
-    Ws(serde_json::Value),
 }
 
 impl RawAnswer {
@@ -265,12 +263,6 @@ impl RawAnswer {
         match self {
             RawAnswer::Direct(result) => result.decode(),
             RawAnswer::Proxy(body) => decode_proxy_result(body),
-            RawAnswer::Ws(body) => T::deserialize(body).map_err(|e| {
-                ApiError::new(
-                    ErrorCode::UpstreamError,
-                    format!("unreadable answer from the proxy: {e}"),
-                )
-            }),
         }
     }
 }
@@ -381,7 +373,7 @@ impl McpRoutes {
                 }
                 McpRoutes::Proxy { ws: Some(ws), .. } => {
                     let op = kind.ws_op(server, cursor.clone());
-                    RawAnswer::Ws(ws.call(&op, None).await?)
+                    RawAnswer::Proxy(ws.call_raw(&op, None).await?)
                 }
                 McpRoutes::Proxy {
                     base_url, api_key, ..

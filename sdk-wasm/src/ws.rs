@@ -15,6 +15,7 @@ use std::task::{Poll, Waker};
 use core::time::Duration;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use switchyard_shared::mcp::decode_proxy_result;
 use switchyard_shared::ws::{self, ClientSession, Limits, Operation, Reply, StreamItem, Transmit};
 use switchyard_shared::{ApiError, ErrorCode};
 use wasm_bindgen::closure::Closure;
@@ -104,9 +105,19 @@ impl WsLink {
         op: &Operation,
         signal: Option<&AbortSignal>,
     ) -> Result<T, ApiError> {
+        decode_proxy_result(&self.call_raw(op, signal).await?)
+    }
+
+    /// Sends `op`; its single answer as JSON text, for the readers the HTTP routes' answers use
+    /// (reading from a `Value` would compile each answer type's reading code a second time).
+    pub(crate) async fn call_raw(
+        &self,
+        op: &Operation,
+        signal: Option<&AbortSignal>,
+    ) -> Result<Vec<u8>, ApiError> {
         let mut request = self.start(op, signal)?;
         match request.next().await? {
-            Some(Answer::Result(body)) => serde_json::from_value(body).map_err(|e| {
+            Some(Answer::Result(body)) => serde_json::to_vec(&body).map_err(|e| {
                 ApiError::new(
                     ErrorCode::UpstreamError,
                     format!("unreadable answer from the proxy: {e}"),

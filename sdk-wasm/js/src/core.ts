@@ -407,5 +407,6 @@ export type {
   ToolCallStatus,
   ToolChoice,
   ToolDefinition,
+  Transport,
   Usage,
 } from "./wasm/web/switchyard_client.js";

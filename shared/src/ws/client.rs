@@ -161,7 +161,8 @@ impl ClientSession {
             return None;
         }
         self.heartbeat.heard(now);
-        let frame: ServerFrame = match serde_json::from_str(text) {
+        // The SDK's JSON reader (see `json.rs`): one parser in the `.wasm`, not a second.
+        let frame: ServerFrame = match crate::json::from_slice(text.as_bytes()) {
             Ok(frame) => frame,
             Err(e) => {
                 return Some(Reply::Connection(ApiError::new(
@@ -184,9 +185,17 @@ impl ClientSession {
                 Some(Reply::Result { id, body })
             }
             "event" if kind.is_stream() => {
-                let event = frame.event.and_then(|event| match kind {
-                    OpKind::ChatStream => serde_json::from_value(event).ok().map(StreamItem::Chat),
-                    _ => serde_json::from_value(event).ok().map(StreamItem::Tool),
+                // Read from text with the same readers as the HTTP routes' streams: reading
+                // from a `Value` would compile every event type's reading code a second time
+                // into the browser's `.wasm`.
+                let event = frame.event.and_then(|event| {
+                    let bytes = serde_json::to_vec(&event).ok()?;
+                    match kind {
+                        OpKind::ChatStream => {
+                            StreamEvent::from_json(&bytes).ok().map(StreamItem::Chat)
+                        }
+                        _ => McpToolEvent::from_json(&bytes).ok().map(StreamItem::Tool),
+                    }
                 });
                 match event {
                     Some(event) => {
