@@ -87,9 +87,14 @@ before(async () => {
           ],
         },
         proxy: { mode: "proxy", baseUrl: proxy },
+        proxyWs: { mode: "proxy", baseUrl: proxy, transport: "websocket" },
       };
       window.sdk = sdk;
-      window.clients = { direct: sdk.createClient(options.direct), proxy: sdk.createClient(options.proxy) };
+      window.clients = {
+        direct: sdk.createClient(options.direct),
+        proxy: sdk.createClient(options.proxy),
+        proxyWs: sdk.createClient(options.proxyWs),
+      };
       window.describeError = (e) => ({
         name: e.name,
         code: e.code,
@@ -115,7 +120,8 @@ after(async () => {
 
 const ask = (model, text = "hello") => ({ model, messages: [{ role: "user", content: text }] });
 
-for (const mode of ["direct", "proxy"]) {
+// `proxyWs`: proxy mode over the proxy's WebSocket.
+for (const mode of ["direct", "proxy", "proxyWs"]) {
   describe(`${mode} mode`, () => {
     test("chat resolves with the whole answer", async () => {
       const r = await page.evaluate(({ mode, req }) => clients[mode].chat(req), { mode, req: ask("fake/echo", "hi there") });
